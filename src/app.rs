@@ -1,0 +1,223 @@
+//! Builds the service from configuration: stores, keys, state, listener.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::auth::jwt::TokenIssuer;
+use crate::auth::keys::{self, KeySet};
+use crate::auth::password::PasswordHasher;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ServeConfig, StoreConfig};
+use crate::http::{self, AppState};
+use crate::session::{Policy, SessionService};
+use crate::store::memory::MemoryCache;
+use crate::store::postgres::PgStore;
+use crate::store::redis::RedisCache;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{DurableStore, SessionCache};
+
+/// How long in-flight requests may finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Entries of the in-process cache (embedded mode).
+const MEMORY_CACHE_ENTRIES: u64 = 100_000;
+
+/// The process-wide Prometheus recorder (installed once, shared by every app
+/// built in this process, as tests do).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed; ours still renders.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Opens the durable store named by the configuration.
+pub async fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn DurableStore>> {
+    Ok(match &config.database_url {
+        Some(url) => Arc::new(PgStore::connect(url, config.db_max_connections, config.db_timeout).await?),
+        None => Arc::new(SqliteStore::open(&config.data_dir, config.db_timeout).await?),
+    })
+}
+
+pub async fn open_cache(config: &StoreConfig) -> anyhow::Result<Arc<dyn SessionCache>> {
+    Ok(match &config.redis_url {
+        Some(url) => Arc::new(RedisCache::connect(url, &config.redis_prefix, config.redis_timeout).await?),
+        None => Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES)),
+    })
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    cleanup_interval: Duration,
+    cleanup_retention: Duration,
+}
+
+impl Application {
+    /// Everything but serving: after this returns the port is bound, so a
+    /// test can read it before the first request.
+    pub async fn build(config: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let embedded = config.store.database_url.is_none();
+        let store = open_store(&config.store).await?;
+        if config.migrate_on_start {
+            store.migrate().await?;
+        }
+        let cache = open_cache(&config.store).await?;
+
+        let overlap = config.access_ttl + config.clock_skew;
+        let mut key_set = KeySet::load_or_empty(&config.keys.keys_dir, overlap)?;
+        if key_set.is_empty() {
+            if !embedded {
+                anyhow::bail!(
+                    "no signing key in {}: run `authd keys generate` (AUTHD_KEYS_DIR names the directory)",
+                    config.keys.keys_dir.display()
+                );
+            }
+            let kid = keys::generate(&config.keys.keys_dir, config.keys.alg, clock.now())?;
+            tracing::warn!(kid, dir = %config.keys.keys_dir.display(), "no signing key found; generated a development key");
+            key_set = KeySet::load(&config.keys.keys_dir, overlap)?;
+        }
+        let active = key_set.active().map(|k| k.alg.to_string()).unwrap_or_default();
+        tracing::info!(
+            "store={} cache={} keys={} ({} key{}, {})",
+            store.describe(),
+            cache.describe(),
+            config.keys.keys_dir.display(),
+            key_set.len(),
+            if key_set.len() == 1 { "" } else { "s" },
+            active
+        );
+        if embedded {
+            tracing::warn!("embedded mode (SQLite + in-process cache) is for one process; set DATABASE_URL and REDIS_URL to run several");
+        }
+
+        let tokens = Arc::new(TokenIssuer::new(
+            Arc::new(key_set),
+            config.issuer(),
+            config.audience.clone(),
+            config.access_ttl,
+            config.clock_skew,
+        ));
+        let params = config.argon2.params().map_err(anyhow::Error::msg)?;
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let hasher = PasswordHasher::new(params, workers, config.hash_queue)?;
+        let policy = Policy {
+            access_ttl: config.access_ttl,
+            idle_ttl: config.session_idle_ttl,
+            max_ttl: config.session_max_ttl,
+            refresh_grace: config.refresh_grace,
+            default_client_id: config.default_client_id.clone(),
+        };
+        let sessions = Arc::new(SessionService::new(store, cache, tokens, hasher, clock, policy));
+        let state = AppState {
+            sessions,
+            clients: Arc::new(config.clients.clone()),
+            metrics: metrics_handle(),
+            request_timeout: config.request_timeout,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {} (AUTHD_LISTEN): {e}", config.listen))?;
+        Ok(Application {
+            listener,
+            state,
+            cleanup_interval: config.cleanup_interval,
+            cleanup_retention: config.cleanup_retention,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    fn spawn_cleanup(&self) -> Option<JoinHandle<()>> {
+        if self.cleanup_interval.is_zero() {
+            return None;
+        }
+        let sessions = self.state.sessions.clone();
+        let (interval, retention) = (self.cleanup_interval, self.cleanup_retention);
+        Some(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if let Err(e) = sessions.cleanup_once(retention).await {
+                    tracing::warn!(error = %e, "cleanup pass failed; will retry");
+                }
+            }
+        }))
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and gives
+    /// in-flight requests a bounded time to finish.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let cleanup = self.spawn_cleanup();
+        let addr = self.local_addr()?;
+        tracing::info!(%addr, "authd listening");
+        let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing requests in flight");
+            let _ = stopping_tx.send(());
+        });
+        let server = tokio::spawn(async move { server.await });
+        let outcome = tokio::select! {
+            result = server => result.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)),
+            () = async {
+                let _ = stopping_rx.await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; exiting anyway");
+                Ok(())
+            }
+        };
+        if let Some(task) = cleanup {
+            task.abort();
+        }
+        outcome
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// The default clock for `serve`.
+pub fn system_clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}

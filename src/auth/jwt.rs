@@ -1,0 +1,110 @@
+//! RFC 9068 access tokens: signing with the active key and strict verification.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::auth::keys::KeySet;
+use crate::domain::{SessionId, UserId, MAX_TOKEN_LEN};
+use crate::error::{Error, Result};
+
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: UserId,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    pub sid: SessionId,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// Why a token was refused. Callers answer all of these alike; the kind is
+/// for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Malformed,
+    WrongType,
+    UnknownKey,
+    WrongAlgorithm,
+    BadSignatureOrClaims,
+    Expired,
+    NotYetValid,
+}
+
+pub struct TokenIssuer {
+    keys: Arc<KeySet>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    skew: i64,
+}
+
+impl TokenIssuer {
+    pub fn new(keys: Arc<KeySet>, issuer: String, audience: String, access_ttl: Duration, skew: Duration) -> Self {
+        TokenIssuer { keys, issuer, audience, access_ttl, skew: skew.as_secs() as i64 }
+    }
+
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String> {
+        let key = self.keys.active().ok_or_else(|| Error::Internal("no signing key loaded".into()))?;
+        let mut header = Header::new(key.alg.jwt());
+        header.typ = Some(ACCESS_TOKEN_TYP.to_string());
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, key.encoding()).map_err(|e| Error::Internal(format!("signing failed: {e}")))
+    }
+
+    /// Verifies signature and claims. The `kid` picks the key and the key
+    /// pins the algorithm; `jku`, `x5u`, `jwk` and `x5c` headers are never
+    /// consulted.
+    pub fn verify(&self, token: &str, now: OffsetDateTime) -> std::result::Result<AccessClaims, Rejection> {
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(Rejection::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
+        let typ_ok = header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt"));
+        if !typ_ok {
+            return Err(Rejection::WrongType);
+        }
+        let kid = header.kid.as_deref().ok_or(Rejection::UnknownKey)?;
+        let key = self.keys.verifying_key(kid, now).ok_or(Rejection::UnknownKey)?;
+        if header.alg != key.alg.jwt() {
+            return Err(Rejection::WrongAlgorithm);
+        }
+        let mut validation = Validation::new(key.alg.jwt());
+        validation.algorithms = vec![key.alg.jwt()];
+        // exp/nbf are checked below against our clock with our skew.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key.decoding(), &validation)
+            .map_err(|_| Rejection::BadSignatureOrClaims)?;
+        let claims = data.claims;
+        let now = now.unix_timestamp();
+        if claims.exp + self.skew <= now {
+            return Err(Rejection::Expired);
+        }
+        if claims.nbf - self.skew > now || claims.iat - self.skew > now {
+            return Err(Rejection::NotYetValid);
+        }
+        Ok(claims)
+    }
+}

@@ -1,0 +1,124 @@
+//! The command line: `authd [serve|migrate|keys …|cleanup]`. Every option
+//! also reads its environment variable.
+
+use clap::{Parser, Subcommand};
+use time::OffsetDateTime;
+
+use crate::app::{self, Application};
+use crate::auth::keys::{self, KeySet};
+use crate::config::{KeysConfig, ServeConfig, StoreConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "authd", version, about = "Sessions and tokens done right")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(Box<ServeConfig>),
+    /// Apply database migrations and exit.
+    Migrate(StoreConfig),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Run one pass of expiry cleanup and exit.
+    Cleanup(Box<ServeConfig>),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create the first signing key (refuses when keys exist; use rotate).
+    Generate(KeysConfig),
+    /// Add a new signing key; older keys stay published until their tokens expire.
+    Rotate(KeysConfig),
+    /// List keys and their status.
+    List(KeysConfig),
+}
+
+impl Cli {
+    /// `authd` with no subcommand means `authd serve`.
+    pub fn parse_with_default() -> Cli {
+        let args: Vec<String> = std::env::args().collect();
+        if args.len() == 1 {
+            return Cli::parse_from([args[0].as_str(), "serve"]);
+        }
+        Cli::parse()
+    }
+}
+
+fn keys_overlap() -> std::time::Duration {
+    // Publication overlap follows the serve defaults unless configured.
+    let access = std::env::var("AUTHD_ACCESS_TTL").ok().and_then(|v| crate::config::parse_duration(&v).ok());
+    let skew = std::env::var("AUTHD_CLOCK_SKEW").ok().and_then(|v| crate::config::parse_duration(&v).ok());
+    access.unwrap_or(std::time::Duration::from_secs(900)) + skew.unwrap_or(std::time::Duration::from_secs(2))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Some(command) = cli.command else {
+        anyhow::bail!("no command given; try `authd serve`");
+    };
+    match command {
+        Command::Serve(config) => {
+            let app = Application::build(*config, app::system_clock()).await?;
+            app.run_until_stopped(app::shutdown_signal()).await
+        }
+        Command::Migrate(config) => {
+            let store = app::open_store(&config).await?;
+            store.migrate().await?;
+            println!("migrations applied to {}", store.describe());
+            Ok(())
+        }
+        Command::Cleanup(config) => {
+            config.validate().map_err(anyhow::Error::msg)?;
+            let store = app::open_store(&config.store).await?;
+            let deleted = {
+                let now = OffsetDateTime::now_utc() - time::Duration::seconds(config.cleanup_retention.as_secs() as i64);
+                let mut total = 0u64;
+                loop {
+                    let n = store.delete_ended_sessions(now, crate::session::cleanup::BATCH).await?;
+                    total += n;
+                    if n < crate::session::cleanup::BATCH as u64 {
+                        break total;
+                    }
+                }
+            };
+            println!("deleted {deleted} ended sessions");
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Generate(config)) => {
+            let existing = KeySet::load_or_empty(&config.keys_dir, keys_overlap())?;
+            if !existing.is_empty() {
+                anyhow::bail!(
+                    "{} already holds {} key(s); use `authd keys rotate` to add a new signing key",
+                    config.keys_dir.display(),
+                    existing.len()
+                );
+            }
+            let kid = keys::generate(&config.keys_dir, config.alg, OffsetDateTime::now_utc())?;
+            println!("generated {kid} ({}) in {}", config.alg, config.keys_dir.display());
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Rotate(config)) => {
+            let kid = keys::generate(&config.keys_dir, config.alg, OffsetDateTime::now_utc())?;
+            println!("{kid} ({}) now signs new tokens; restart authd processes to pick it up", config.alg);
+            let set = KeySet::load(&config.keys_dir, keys_overlap())?;
+            for line in keys::describe(&set, OffsetDateTime::now_utc()) {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Keys(KeysCommand::List(config)) => {
+            let set = KeySet::load_or_empty(&config.keys_dir, keys_overlap())?;
+            if set.is_empty() {
+                println!("no keys in {}", config.keys_dir.display());
+            }
+            for line in keys::describe(&set, OffsetDateTime::now_utc()) {
+                println!("{line}");
+            }
+            Ok(())
+        }
+    }
+}

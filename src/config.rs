@@ -1,0 +1,220 @@
+//! Typed configuration from the environment (every field also has a CLI flag).
+//! Secrets never appear in `Debug` output.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::auth::keys::KeyAlg;
+use crate::domain::ClientCredentials;
+
+/// Parses `900`, `900s`, `15m`, `30d` and the like.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(raw).map_err(|e| format!("`{raw}` is not a duration ({e}); use seconds or e.g. 15m, 30d"))
+}
+
+/// A database or Redis URL whose password is hidden when printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced, for logs.
+    pub fn redacted(&self) -> String {
+        match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                let userinfo = &self.0[scheme_end + 3..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{}{}:***{}", &self.0[..scheme_end + 3], user, &self.0[at..])
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::str::FromStr for SecretUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(SecretUrl(s.trim().to_string()))
+    }
+}
+
+/// Where durable state lives and where the cache lives.
+#[derive(Args, Debug, Clone)]
+pub struct StoreConfig {
+    /// Postgres URL; unset means the embedded SQLite store under AUTHD_DATA_DIR.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<SecretUrl>,
+
+    /// Redis URL; unset means an in-process cache.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<SecretUrl>,
+
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    #[arg(long, env = "AUTHD_REDIS_PREFIX", default_value = "authd:")]
+    pub redis_prefix: String,
+
+    /// Directory of the embedded SQLite database.
+    #[arg(long, env = "AUTHD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Largest number of Postgres connections per process.
+    #[arg(long, env = "AUTHD_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// How long a request waits for a database connection or statement.
+    #[arg(long, env = "AUTHD_DB_TIMEOUT", value_parser = parse_duration, default_value = "3s")]
+    pub db_timeout: Duration,
+
+    /// How long a request waits for Redis before falling back to the database.
+    #[arg(long, env = "AUTHD_REDIS_TIMEOUT", value_parser = parse_duration, default_value = "250ms")]
+    pub redis_timeout: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub store: StoreConfig,
+
+    #[command(flatten)]
+    pub keys: KeysConfig,
+
+    /// Address to listen on.
+    #[arg(long, env = "AUTHD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// `iss` of issued tokens and the RFC 8414 issuer; defaults to http://<listen>.
+    #[arg(long, env = "AUTHD_ISSUER")]
+    pub issuer: Option<String>,
+
+    /// `aud` of issued access tokens.
+    #[arg(long, env = "AUTHD_AUDIENCE", default_value = "authd")]
+    pub audience: String,
+
+    /// `client_id` claim when a login names none.
+    #[arg(long, env = "AUTHD_DEFAULT_CLIENT_ID", default_value = "authd")]
+    pub default_client_id: String,
+
+    /// Access token lifetime.
+    #[arg(long, env = "AUTHD_ACCESS_TTL", value_parser = parse_duration, default_value = "15m")]
+    pub access_ttl: Duration,
+
+    /// A session ends this long after its last login or refresh.
+    #[arg(long, env = "AUTHD_SESSION_IDLE_TTL", value_parser = parse_duration, default_value = "30d")]
+    pub session_idle_ttl: Duration,
+
+    /// A session never lives longer than this.
+    #[arg(long, env = "AUTHD_SESSION_MAX_TTL", value_parser = parse_duration, default_value = "90d")]
+    pub session_max_ttl: Duration,
+
+    /// How long the previous refresh token still returns the same new pair.
+    #[arg(long, env = "AUTHD_REFRESH_GRACE", value_parser = parse_duration, default_value = "10s")]
+    pub refresh_grace: Duration,
+
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[arg(long, env = "AUTHD_CLOCK_SKEW", value_parser = parse_duration, default_value = "2s")]
+    pub clock_skew: Duration,
+
+    /// Service clients for introspection and admin: `id:secret,id2:secret2`.
+    #[arg(long, env = "AUTHD_CLIENTS", default_value = "")]
+    pub clients: ClientCredentials,
+
+    #[command(flatten)]
+    pub argon2: Argon2Config,
+
+    /// Password hashes allowed to wait for a hashing thread before logins get 503.
+    #[arg(long, env = "AUTHD_HASH_QUEUE", default_value_t = 256)]
+    pub hash_queue: usize,
+
+    /// Run migrations when `serve` starts.
+    #[arg(long, env = "AUTHD_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+
+    /// How often the background cleanup runs (0 disables it).
+    #[arg(long, env = "AUTHD_CLEANUP_INTERVAL", value_parser = parse_duration, default_value = "10m")]
+    pub cleanup_interval: Duration,
+
+    /// Expired and revoked sessions are kept this long (for the audit of recent activity).
+    #[arg(long, env = "AUTHD_CLEANUP_RETENTION", value_parser = parse_duration, default_value = "7d")]
+    pub cleanup_retention: Duration,
+
+    /// Longest time a request may take before it is answered 503.
+    #[arg(long, env = "AUTHD_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub request_timeout: Duration,
+}
+
+impl ServeConfig {
+    pub fn issuer(&self) -> String {
+        self.issuer.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
+    /// Cross-field checks clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.access_ttl.is_zero() {
+            return Err("AUTHD_ACCESS_TTL must be positive".into());
+        }
+        if self.session_idle_ttl.is_zero() || self.session_max_ttl.is_zero() {
+            return Err("AUTHD_SESSION_IDLE_TTL and AUTHD_SESSION_MAX_TTL must be positive".into());
+        }
+        if self.session_idle_ttl > self.session_max_ttl {
+            return Err("AUTHD_SESSION_IDLE_TTL must not exceed AUTHD_SESSION_MAX_TTL".into());
+        }
+        if self.clock_skew > Duration::from_secs(300) {
+            return Err("AUTHD_CLOCK_SKEW must be at most 5m".into());
+        }
+        if self.audience.is_empty() {
+            return Err("AUTHD_AUDIENCE must not be empty".into());
+        }
+        self.argon2.params().map(|_| ())
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Argon2Config {
+    /// argon2id memory cost in KiB.
+    #[arg(long = "argon2-m-kib", env = "AUTHD_ARGON2_M_KIB", default_value_t = 19456)]
+    pub m_kib: u32,
+    /// argon2id iterations.
+    #[arg(long = "argon2-t", env = "AUTHD_ARGON2_T", default_value_t = 2)]
+    pub t: u32,
+    /// argon2id parallelism.
+    #[arg(long = "argon2-p", env = "AUTHD_ARGON2_P", default_value_t = 1)]
+    pub p: u32,
+}
+
+impl Argon2Config {
+    pub fn params(&self) -> Result<argon2::Params, String> {
+        argon2::Params::new(self.m_kib, self.t, self.p, None)
+            .map_err(|e| format!("AUTHD_ARGON2_M_KIB/_T/_P are not valid argon2 parameters: {e}"))
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KeysConfig {
+    /// Directory of signing keys (PEM, one file per kid).
+    #[arg(long, env = "AUTHD_KEYS_DIR", default_value = "./keys")]
+    pub keys_dir: PathBuf,
+
+    /// Algorithm of newly generated keys: EdDSA, ES256 or RS256.
+    #[arg(long, env = "AUTHD_ALG", default_value = "EdDSA")]
+    pub alg: KeyAlg,
+}

@@ -1,0 +1,359 @@
+//! Newtypes that are valid once constructed ("parse, don't validate").
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::error::Error;
+
+macro_rules! uuid_id {
+    ($name:ident) => {
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new v7 id: sorts by creation time.
+            pub fn new() -> Self {
+                $name(Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map($name)
+            }
+        }
+    };
+}
+
+uuid_id!(UserId);
+uuid_id!(SessionId);
+
+pub const MAX_EMAIL_LEN: usize = 254;
+pub const MIN_PASSWORD_LEN: usize = 8;
+pub const MAX_PASSWORD_LEN: usize = 1024;
+pub const MAX_DEVICE_NAME_LEN: usize = 100;
+pub const MAX_USER_AGENT_LEN: usize = 512;
+pub const MAX_CLIENT_ID_LEN: usize = 128;
+pub const MAX_SCOPE_LEN: usize = 1024;
+/// Longest token we will even look at; real ones are far shorter.
+pub const MAX_TOKEN_LEN: usize = 8192;
+
+/// A syntactically valid email address, trimmed, in the case the user typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let trimmed = raw.trim();
+        let invalid = || Error::validation("invalid_email", "email must look like name@domain");
+        if trimmed.is_empty() || trimmed.len() > MAX_EMAIL_LEN {
+            return Err(invalid());
+        }
+        let mut parts = trimmed.split('@');
+        let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(invalid());
+        };
+        if local.is_empty() || domain.is_empty() || trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
+        Ok(Email(trimmed.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key uniqueness and lookup use: emails compare case-insensitively.
+    pub fn normalized(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+/// A password as the user gave it. Never printed.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// A new password must satisfy the length policy.
+    pub fn new_checked(raw: String) -> Result<Self, Error> {
+        if raw.len() < MIN_PASSWORD_LEN {
+            return Err(Error::validation(
+                "invalid_password",
+                format!("password must be at least {MIN_PASSWORD_LEN} bytes"),
+            ));
+        }
+        if raw.len() > MAX_PASSWORD_LEN {
+            return Err(Error::validation(
+                "invalid_password",
+                format!("password must be at most {MAX_PASSWORD_LEN} bytes"),
+            ));
+        }
+        Ok(Password(raw))
+    }
+
+    /// A presented password (login, current password) is only bounded, so an
+    /// over-long one costs nothing and fails like any wrong password.
+    pub fn presented(raw: String) -> Option<Self> {
+        (raw.len() <= MAX_PASSWORD_LEN).then_some(Password(raw))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+/// SHA-256 of a refresh token: what the store keeps and looks tokens up by.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(TokenHash)
+    }
+}
+
+impl ConstantTimeEq for TokenHash {
+    fn ct_eq(&self, other: &Self) -> subtle::Choice {
+        self.0.ct_eq(&other.0)
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenHash({:02x}{:02x}…)", self.0[0], self.0[1])
+    }
+}
+
+pub const REFRESH_TOKEN_BYTES: usize = 32;
+
+/// An opaque refresh token: 256 random bits, base64url without padding.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RefreshToken(String);
+
+impl RefreshToken {
+    pub fn generate(rng: &SystemRandom) -> Result<Self, Error> {
+        let mut bytes = [0u8; REFRESH_TOKEN_BYTES];
+        rng.fill(&mut bytes)
+            .map_err(|_| Error::Internal("system random generator failed".into()))?;
+        Ok(RefreshToken(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// Accepts only strings that could be one of ours; anything else is `None`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let decoded = URL_SAFE_NO_PAD.decode(raw.as_bytes()).ok()?;
+        (decoded.len() == REFRESH_TOKEN_BYTES).then(|| RefreshToken(raw.to_string()))
+    }
+
+    pub fn hash(&self) -> TokenHash {
+        let d = digest::digest(&digest::SHA256, self.0.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        TokenHash(out)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshToken(***)")
+    }
+}
+
+/// The OAuth client a login came from (public clients are not registered).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClientId(String);
+
+impl ClientId {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let ok = !raw.is_empty()
+            && raw.len() <= MAX_CLIENT_ID_LEN
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:~".contains(&b));
+        if ok {
+            Ok(ClientId(raw.to_string()))
+        } else {
+            Err(Error::InvalidRequest(format!(
+                "client_id must be 1 to {MAX_CLIENT_ID_LEN} characters of [A-Za-z0-9-._:~]"
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A space-separated OAuth scope (RFC 6749 §3.3), normalised.
+pub fn parse_scope(raw: &str) -> Result<Option<String>, Error> {
+    if raw.len() > MAX_SCOPE_LEN {
+        return Err(Error::InvalidRequest(format!("scope must be at most {MAX_SCOPE_LEN} bytes")));
+    }
+    let valid_char = |c: char| c == '\x21' || ('\x23'..='\x5b').contains(&c) || ('\x5d'..='\x7e').contains(&c);
+    let mut parts: Vec<&str> = raw.split(' ').filter(|p| !p.is_empty()).collect();
+    if parts.iter().any(|p| !p.chars().all(valid_char)) {
+        return Err(Error::InvalidRequest("scope contains characters RFC 6749 does not allow".into()));
+    }
+    parts.dedup();
+    Ok((!parts.is_empty()).then(|| parts.join(" ")))
+}
+
+/// One service client from `AUTHD_CLIENTS`; only a hash of its secret is kept.
+#[derive(Clone)]
+pub struct ServiceClient {
+    pub id: String,
+    secret_hash: [u8; 32],
+}
+
+/// The service clients allowed to introspect and to use the admin API.
+#[derive(Clone, Default)]
+pub struct ClientCredentials(Vec<ServiceClient>);
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl ClientCredentials {
+    /// Checks a presented id and secret. Every configured client is compared,
+    /// in constant time over hashes, so neither timing nor length leaks which
+    /// part was wrong.
+    pub fn verify(&self, id: &str, secret: &str) -> Option<&str> {
+        let presented = sha256(secret.as_bytes());
+        let mut found = None;
+        for client in &self.0 {
+            let id_ok = sha256(client.id.as_bytes()).ct_eq(&sha256(id.as_bytes()));
+            let secret_ok = client.secret_hash.ct_eq(&presented);
+            if bool::from(id_ok & secret_ok) {
+                found = Some(client.id.as_str());
+            }
+        }
+        found
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::str::FromStr for ClientCredentials {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut clients = Vec::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let Some((id, secret)) = entry.split_once(':') else {
+                return Err("each client must be written id:secret".into());
+            };
+            if id.is_empty() || secret.is_empty() {
+                return Err("client id and secret must not be empty".into());
+            }
+            if secret.len() < 16 {
+                return Err(format!("the secret of client `{id}` must be at least 16 characters"));
+            }
+            clients.push(ServiceClient { id: id.to_string(), secret_hash: sha256(secret.as_bytes()) });
+        }
+        Ok(ClientCredentials(clients))
+    }
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|c| format!("{}:***", c.id))).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_needs_exactly_one_at_with_both_sides() {
+        assert!(Email::parse("  Ann@Example.org ").is_ok());
+        assert_eq!(Email::parse(" Ann@Example.org").map(|e| e.normalized()).ok(), Some("ann@example.org".into()));
+        for bad in ["", "ann", "@x", "ann@", "a@b@c", "a b@c", "   "] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn password_bounds() {
+        assert!(Password::new_checked("1234567".into()).is_err());
+        assert!(Password::new_checked("12345678".into()).is_ok());
+        assert!(Password::new_checked("x".repeat(1025)).is_err());
+        assert!(Password::presented("x".repeat(1025)).is_none());
+        assert_eq!(format!("{:?}", Password::presented("secret".into())), "Some(Password(***))");
+    }
+
+    #[test]
+    fn refresh_tokens_are_256_bits_and_parse_strictly() {
+        let rng = SystemRandom::new();
+        let t = RefreshToken::generate(&rng).unwrap();
+        assert_eq!(t.expose().len(), 43);
+        assert!(RefreshToken::parse(t.expose()).is_some());
+        assert!(RefreshToken::parse("short").is_none());
+        assert!(RefreshToken::parse(&format!("{}=", t.expose())).is_none());
+        assert_ne!(t, RefreshToken::generate(&rng).unwrap());
+    }
+
+    #[test]
+    fn clients_verify_only_exact_pairs() {
+        let c: ClientCredentials = "svc:0123456789abcdef,other:fedcba9876543210".parse().unwrap();
+        assert_eq!(c.verify("svc", "0123456789abcdef"), Some("svc"));
+        assert_eq!(c.verify("svc", "fedcba9876543210"), None);
+        assert_eq!(c.verify("nobody", "0123456789abcdef"), None);
+        assert!("svc".parse::<ClientCredentials>().is_err());
+        assert!("svc:short".parse::<ClientCredentials>().is_err());
+    }
+
+    #[test]
+    fn scope_is_normalised() {
+        assert_eq!(parse_scope("  read  write ").unwrap(), Some("read write".into()));
+        assert_eq!(parse_scope("").unwrap(), None);
+        assert!(parse_scope("a\"b").is_err());
+    }
+}

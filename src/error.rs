@@ -1,0 +1,142 @@
+//! The one error type and its HTTP mapping.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// RFC 6749 `invalid_request`: malformed or missing parameters.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// RFC 6749 `invalid_grant`: bad credentials or refresh token.
+    #[error("{0}")]
+    InvalidGrant(&'static str),
+    #[error("grant_type must be password or refresh_token")]
+    UnsupportedGrantType,
+    /// Service client authentication failed.
+    #[error("client authentication failed")]
+    InvalidClient,
+    #[error("body must be application/x-www-form-urlencoded or application/json")]
+    UnsupportedMediaType,
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    /// A field failed validation; the code names which kind.
+    #[error("{message}")]
+    Validation { code: &'static str, message: String },
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// Missing, malformed, expired or revoked bearer token.
+    #[error("{0}")]
+    InvalidToken(&'static str),
+    #[error("current password is wrong")]
+    WrongPassword,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A store or the hashing pool cannot serve now; the client may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an impossible state; logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    error_description: String,
+}
+
+impl Error {
+    pub fn validation(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Validation { code, message: message.into() }
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Error::InvalidRequest(_)
+            | Error::InvalidGrant(_)
+            | Error::UnsupportedGrantType
+            | Error::Validation { .. } => StatusCode::BAD_REQUEST,
+            Error::InvalidClient | Error::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::EmailTaken => StatusCode::CONFLICT,
+            Error::WrongPassword => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest(_) | Error::UnsupportedMediaType => "invalid_request",
+            Error::InvalidGrant(_) => "invalid_grant",
+            Error::UnsupportedGrantType => "unsupported_grant_type",
+            Error::InvalidClient => "invalid_client",
+            Error::PayloadTooLarge => "payload_too_large",
+            Error::Validation { code, .. } => code,
+            Error::EmailTaken => "email_taken",
+            Error::InvalidToken(_) => "invalid_token",
+            Error::WrongPassword => "invalid_password",
+            Error::NotFound(_) => "not_found",
+            Error::Unavailable(_) => "temporarily_unavailable",
+            Error::Internal(_) => "server_error",
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(msg) => Error::Unavailable(msg),
+            StoreError::Other(msg) => Error::Internal(msg),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let description = match &self {
+            Error::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "the server failed to handle this request".to_string()
+            }
+            Error::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "answering 503");
+                "a backing store is unavailable; retry shortly".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody { error: self.code(), error_description: description }),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Error::InvalidClient => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"authd\""));
+            }
+            Error::InvalidToken(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"authd\", error=\"invalid_token\""),
+                );
+            }
+            Error::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,115 @@
+//! The HTTP surface: state, router, and the layers every request passes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::domain::ClientCredentials;
+use crate::error::Error;
+use crate::session::SessionService;
+
+pub mod extract;
+pub mod oauth;
+pub mod ops;
+pub mod sessions;
+pub mod users;
+
+/// Largest request body accepted anywhere.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub sessions: Arc<SessionService>,
+    pub clients: Arc<ClientCredentials>,
+    pub metrics: PrometheusHandle,
+    pub request_timeout: Duration,
+}
+
+/// Every route authd serves, as `METHOD path`; the OpenAPI test compares
+/// this list with `openapi.yaml`.
+pub const ROUTES: &[&str] = &[
+    "POST /v1/users",
+    "GET /v1/me",
+    "POST /v1/me/password",
+    "POST /oauth/token",
+    "POST /oauth/revoke",
+    "POST /oauth/introspect",
+    "GET /.well-known/jwks.json",
+    "GET /.well-known/oauth-authorization-server",
+    "GET /v1/sessions",
+    "DELETE /v1/sessions/{id}",
+    "POST /v1/sessions/revoke-others",
+    "POST /v1/logout",
+    "GET /v1/admin/users/{id}/sessions",
+    "DELETE /v1/admin/users/{id}/sessions",
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+];
+
+pub fn router(state: AppState) -> Router {
+    let x_request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(oauth::router())
+        .merge(users::router())
+        .merge(sessions::router())
+        .merge(ops::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), bounded_and_counted))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| Error::Internal("handler panicked".into()).into_response()))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            // The path only: never the query string or headers, which may carry secrets.
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
+        }))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found() -> Error {
+    Error::NotFound("route")
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = Error::InvalidRequest("method not allowed on this route".into()).into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// Bounds every request in time (answering 503, not hanging) and records metrics.
+async fn bounded_and_counted(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => Error::Unavailable("request timed out".into()).into_response(),
+    };
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("authd_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("authd_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

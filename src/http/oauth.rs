@@ -1,0 +1,116 @@
+//! OAuth-shaped endpoints: token, revoke, introspect, and discovery metadata.
+
+use axum::extract::State;
+use axum::http::header::CACHE_CONTROL;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::extract::{ClientInfo, OAuthBody, ServiceClient};
+use super::AppState;
+use crate::error::{Error, Result};
+use crate::session::introspect::Introspection;
+use crate::session::login::LoginRequest;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/oauth/token", post(token))
+        .route("/oauth/revoke", post(revoke))
+        .route("/oauth/introspect", post(introspect))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    grant_type: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+    client_id: Option<String>,
+    device_name: Option<String>,
+    scope: Option<String>,
+}
+
+fn required(value: Option<String>, name: &str) -> Result<String> {
+    value.ok_or_else(|| Error::InvalidRequest(format!("{name} is required")))
+}
+
+fn no_store(body: impl serde::Serialize) -> Response {
+    let mut response = Json(body).into_response();
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert("pragma", HeaderValue::from_static("no-cache"));
+    response
+}
+
+async fn token(State(state): State<AppState>, info: ClientInfo, OAuthBody(req): OAuthBody<TokenRequest>) -> Result<Response> {
+    let grant_type = required(req.grant_type, "grant_type")?;
+    let response = match grant_type.as_str() {
+        "password" => {
+            let login = LoginRequest {
+                username: required(req.username, "username")?,
+                password: required(req.password, "password")?,
+                client_id: req.client_id,
+                device_name: req.device_name,
+                scope: req.scope,
+                user_agent: info.user_agent,
+                ip: info.ip,
+            };
+            state.sessions.login(login).await?
+        }
+        "refresh_token" => state.sessions.refresh(&required(req.refresh_token, "refresh_token")?).await?,
+        _ => return Err(Error::UnsupportedGrantType),
+    };
+    Ok(no_store(response))
+}
+
+#[derive(Deserialize)]
+struct TokenParam {
+    token: Option<String>,
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+}
+
+async fn revoke(State(state): State<AppState>, OAuthBody(req): OAuthBody<TokenParam>) -> Result<Response> {
+    let token = required(req.token, "token")?;
+    state.sessions.revoke_token(&token).await?;
+    Ok(no_store(json!({})))
+}
+
+async fn introspect(
+    State(state): State<AppState>,
+    _client: ServiceClient,
+    OAuthBody(req): OAuthBody<TokenParam>,
+) -> Result<Response> {
+    let token = required(req.token, "token")?;
+    let answer: Introspection = state.sessions.introspect(&token).await?;
+    Ok(no_store(answer))
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    let keys = state.sessions.tokens().keys().jwks(state.sessions.now());
+    let mut response = Json(keys).into_response();
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}
+
+async fn metadata(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let issuer = state.sessions.tokens().issuer.clone();
+    let algs: Vec<String> = state.sessions.tokens().keys().iter().map(|k| k.alg.to_string()).collect();
+    Json(json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/oauth/token"),
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "revocation_endpoint": format!("{issuer}/oauth/revoke"),
+        "introspection_endpoint": format!("{issuer}/oauth/introspect"),
+        "grant_types_supported": ["password", "refresh_token"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "token_endpoint_auth_signing_alg_values_supported": algs,
+    }))
+}

@@ -1,0 +1,63 @@
+//! Liveness, readiness and metrics.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+
+/// Each store gets this long to answer a readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready while the durable store answers; a cache outage only degrades.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.sessions.store().clone();
+    let cache = state.sessions.cache().clone();
+    let (store_ok, cache_ok) = tokio::join!(
+        tokio::time::timeout(PROBE_TIMEOUT, store.ping()),
+        tokio::time::timeout(PROBE_TIMEOUT, cache.ping()),
+    );
+    let store_ok = matches!(store_ok, Ok(Ok(())));
+    let cache_ok = matches!(cache_ok, Ok(Ok(())));
+    metrics::gauge!("authd_store_up").set(if store_ok { 1.0 } else { 0.0 });
+    metrics::gauge!("authd_cache_up").set(if cache_ok { 1.0 } else { 0.0 });
+    let status = if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut body = json!({
+        "status": if store_ok { "ready" } else { "unavailable" },
+        "store": if store_ok { "ok" } else { "down" },
+        "cache": if cache_ok { "ok" } else { "degraded" },
+        "backends": { "store": store.describe(), "cache": cache.describe() },
+    });
+    if store.describe().starts_with("postgres") {
+        body["postgres"] = body["store"].clone();
+    }
+    if cache.describe().starts_with("redis") {
+        body["redis"] = body["cache"].clone();
+    }
+    if !store_ok {
+        body["error"] = json!("temporarily_unavailable");
+        body["error_description"] = json!("the durable store is not reachable");
+    }
+    (status, Json(body))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}

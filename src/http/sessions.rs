@@ -1,0 +1,66 @@
+//! The device list and revocation, for users and for admin service clients.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::extract::{AuthUser, ServiceClient};
+use super::AppState;
+use crate::domain::{SessionId, UserId};
+use crate::error::{Error, Result};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sessions", get(list))
+        .route("/v1/sessions/{id}", delete(revoke_one))
+        .route("/v1/sessions/revoke-others", post(revoke_others))
+        .route("/v1/logout", post(logout))
+        .route("/v1/admin/users/{id}/sessions", get(admin_list).delete(admin_revoke_all))
+}
+
+fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T> {
+    raw.parse().map_err(|_| Error::NotFound(what))
+}
+
+async fn list(State(state): State<AppState>, AuthUser(auth): AuthUser) -> Result<Json<Value>> {
+    let sessions = state.sessions.list_sessions(auth.user_id, auth.session_id).await?;
+    Ok(Json(json!({ "sessions": sessions })))
+}
+
+async fn revoke_one(State(state): State<AppState>, AuthUser(auth): AuthUser, Path(id): Path<String>) -> Result<StatusCode> {
+    let id: SessionId = parse_id(&id, "session")?;
+    state.sessions.revoke_session(id, Some(auth.user_id), "revoked_by_user").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn revoke_others(State(state): State<AppState>, AuthUser(auth): AuthUser) -> Result<Json<Value>> {
+    let revoked = state.sessions.revoke_user_sessions(auth.user_id, Some(auth.session_id), "revoked_others").await?;
+    Ok(Json(json!({ "revoked": revoked })))
+}
+
+async fn logout(State(state): State<AppState>, AuthUser(auth): AuthUser) -> Result<StatusCode> {
+    state.sessions.revoke_session(auth.session_id, Some(auth.user_id), "logout").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_list(State(state): State<AppState>, _client: ServiceClient, Path(id): Path<String>) -> Result<Json<Value>> {
+    let user: UserId = parse_id(&id, "user")?;
+    let sessions = state.sessions.admin_list_sessions(user).await?;
+    Ok(Json(json!({ "sessions": sessions })))
+}
+
+async fn admin_revoke_all(
+    State(state): State<AppState>,
+    ServiceClient(client): ServiceClient,
+    Path(id): Path<String>,
+) -> Result<Json<Value>> {
+    let user: UserId = parse_id(&id, "user")?;
+    if state.sessions.store().get_user(user).await?.is_none() {
+        return Err(Error::NotFound("user"));
+    }
+    tracing::info!(client = %client, user_id = %user, "admin revokes all sessions");
+    let revoked = state.sessions.revoke_user_sessions(user, None, "admin_revoked").await?;
+    Ok(Json(json!({ "revoked": revoked })))
+}

@@ -1,0 +1,64 @@
+//! Accounts: registration, the current user, password change.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::SessionService;
+use crate::domain::{Email, Password, SessionId, UserId};
+use crate::error::{Error, Result};
+use crate::store::UserRecord;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub id: UserId,
+    pub email: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<UserRecord> for UserView {
+    fn from(u: UserRecord) -> Self {
+        UserView { id: u.id, email: u.email, created_at: u.created_at }
+    }
+}
+
+impl SessionService {
+    #[tracing::instrument(skip_all)]
+    pub async fn register(&self, email: &str, password: String) -> Result<UserView> {
+        let email = Email::parse(email)?;
+        let password = Password::new_checked(password)?;
+        let password_hash = self.hasher.hash(password).await?;
+        let user = UserRecord {
+            id: UserId::new(),
+            email: email.as_str().to_string(),
+            password_hash,
+            created_at: self.clock.now(),
+        };
+        if !self.store.create_user(&user, &email.normalized()).await? {
+            return Err(Error::EmailTaken);
+        }
+        tracing::info!(user_id = %user.id, "user registered");
+        Ok(user.into())
+    }
+
+    pub async fn user(&self, id: UserId) -> Result<UserView> {
+        let user = self.store.get_user(id).await?.ok_or(Error::InvalidToken("the user of this token no longer exists"))?;
+        Ok(user.into())
+    }
+
+    /// Changes the password and revokes every other session of the user.
+    #[tracing::instrument(skip_all, fields(user_id = %user))]
+    pub async fn change_password(&self, user: UserId, current_session: SessionId, current: String, new: String) -> Result<()> {
+        let current = Password::presented(current).ok_or(Error::WrongPassword)?;
+        let new = Password::new_checked(new)?;
+        let record = self.store.get_user(user).await?.ok_or(Error::InvalidToken("the user of this token no longer exists"))?;
+        if !self.hasher.verify(current, Some(record.password_hash)).await? {
+            return Err(Error::WrongPassword);
+        }
+        let new_hash = self.hasher.hash(new).await?;
+        let revoked = self.store.change_password(user, &new_hash, current_session, self.clock.now()).await?;
+        self.forget(&revoked).await;
+        tracing::info!(revoked = revoked.len(), "password changed");
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! The device list: a user's live sessions.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::SessionService;
+use crate::domain::{SessionId, UserId};
+use crate::error::{Error, Result};
+use crate::store::SessionRecord;
+
+/// The most sessions one list returns (newest first).
+pub const MAX_LISTED: i64 = 500;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    pub id: SessionId,
+    pub device_name: String,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_used_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Present on the caller's own list only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<bool>,
+}
+
+impl SessionView {
+    fn from_record(s: SessionRecord, current: Option<SessionId>) -> Self {
+        SessionView {
+            id: s.id,
+            device_name: s.device_name,
+            user_agent: s.user_agent,
+            ip: s.ip,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            expires_at: s.expires_at,
+            current: current.map(|c| c == s.id),
+        }
+    }
+}
+
+impl SessionService {
+    /// The caller's live sessions, marking the one it is using.
+    pub async fn list_sessions(&self, user: UserId, current: SessionId) -> Result<Vec<SessionView>> {
+        let now = self.clock.now();
+        let sessions = self.store.list_live_sessions(user, now, MAX_LISTED).await?;
+        Ok(sessions.into_iter().map(|s| SessionView::from_record(s, Some(current))).collect())
+    }
+
+    /// Any user's live sessions, for the admin API. `NotFound` for an unknown user.
+    pub async fn admin_list_sessions(&self, user: UserId) -> Result<Vec<SessionView>> {
+        if self.store.get_user(user).await?.is_none() {
+            return Err(Error::NotFound("user"));
+        }
+        let now = self.clock.now();
+        let sessions = self.store.list_live_sessions(user, now, MAX_LISTED).await?;
+        Ok(sessions.into_iter().map(|s| SessionView::from_record(s, None)).collect())
+    }
+}

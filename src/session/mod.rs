@@ -1,0 +1,186 @@
+//! The session rules. Nothing here knows HTTP or SQL: handlers call these
+//! methods, and these call the [`DurableStore`] and [`SessionCache`] traits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ring::rand::SystemRandom;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::auth::jwt::{AccessClaims, TokenIssuer};
+use crate::auth::password::PasswordHasher;
+use crate::clock::Clock;
+use crate::domain::{SessionId, UserId};
+use crate::error::{Error, Result};
+use crate::store::{CacheLookup, DurableStore, SessionCache, SessionRecord};
+
+pub mod account;
+pub mod cleanup;
+pub mod grace;
+pub mod introspect;
+pub mod list;
+pub mod login;
+pub mod refresh;
+pub mod revoke;
+
+/// Lifetimes and defaults the rules apply.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub access_ttl: Duration,
+    pub idle_ttl: Duration,
+    pub max_ttl: Duration,
+    pub refresh_grace: Duration,
+    pub default_client_id: String,
+}
+
+/// What `/oauth/token` answers, for a login or a refresh.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+    pub refresh_token: String,
+    pub session_id: SessionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// A verified bearer token whose session is live.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+    pub claims: AccessClaims,
+}
+
+pub struct SessionService {
+    pub(crate) store: Arc<dyn DurableStore>,
+    pub(crate) cache: Arc<dyn SessionCache>,
+    pub(crate) tokens: Arc<TokenIssuer>,
+    pub(crate) hasher: PasswordHasher,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) policy: Policy,
+    pub(crate) rng: SystemRandom,
+}
+
+/// Longest a cached "live" entry is trusted before the database is asked again.
+const LIVE_CACHE_TTL: Duration = Duration::from_secs(3600);
+
+fn secs(d: Duration) -> time::Duration {
+    time::Duration::seconds(d.as_secs() as i64)
+}
+
+impl SessionService {
+    pub fn new(
+        store: Arc<dyn DurableStore>,
+        cache: Arc<dyn SessionCache>,
+        tokens: Arc<TokenIssuer>,
+        hasher: PasswordHasher,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+    ) -> Self {
+        SessionService { store, cache, tokens, hasher, clock, policy, rng: SystemRandom::new() }
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &Arc<dyn DurableStore> {
+        &self.store
+    }
+
+    pub fn cache(&self) -> &Arc<dyn SessionCache> {
+        &self.cache
+    }
+
+    pub fn tokens(&self) -> &TokenIssuer {
+        &self.tokens
+    }
+
+    /// Signs the access token of a session at `now`.
+    fn access_token(&self, session: &SessionRecord, now: OffsetDateTime) -> Result<(String, i64)> {
+        let exp = (now + secs(self.policy.access_ttl)).min(session.absolute_expires_at);
+        let claims = AccessClaims {
+            iss: self.tokens.issuer.clone(),
+            sub: session.user_id,
+            aud: self.tokens.audience.clone(),
+            exp: exp.unix_timestamp(),
+            iat: now.unix_timestamp(),
+            nbf: now.unix_timestamp(),
+            jti: uuid::Uuid::now_v7().to_string(),
+            sid: session.id,
+            client_id: session.client_id.clone(),
+            scope: session.scope.clone(),
+        };
+        let token = self.tokens.sign(&claims)?;
+        Ok((token, (exp - now).whole_seconds().max(0)))
+    }
+
+    /// A bearer token for authd's own endpoints: signature, claims, and a live session.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Authenticated> {
+        let now = self.clock.now();
+        let claims = self.tokens.verify(bearer, now).map_err(|why| {
+            tracing::debug!(?why, "bearer token refused");
+            Error::InvalidToken("access token is invalid or expired")
+        })?;
+        if !self.session_is_live(claims.sid, claims.sub, now).await? {
+            return Err(Error::InvalidToken("the session of this token has ended"));
+        }
+        Ok(Authenticated { user_id: claims.sub, session_id: claims.sid, claims })
+    }
+
+    /// Cache first; the database decides on a miss, a cache failure, or an
+    /// entry that looks expired (its expiry may have moved on by a refresh).
+    pub(crate) async fn session_is_live(&self, sid: SessionId, user: UserId, now: OffsetDateTime) -> Result<bool> {
+        match self.cache.get(sid).await {
+            Ok(CacheLookup::Revoked) => return Ok(false),
+            Ok(CacheLookup::Live { user_id, expires_at }) if expires_at > now.unix_timestamp() => {
+                return Ok(user_id == user);
+            }
+            Ok(_) => metrics::counter!("authd_cache_misses_total").increment(1),
+            Err(e) => {
+                metrics::counter!("authd_cache_fallbacks_total").increment(1);
+                tracing::debug!(error = %e, "cache read failed; asking the database");
+            }
+        }
+        let Some(session) = self.store.get_session(sid).await? else {
+            return Ok(false);
+        };
+        self.remember(&session, now).await;
+        Ok(session.is_live(now) && session.user_id == user)
+    }
+
+    /// Brings the cache in line with a session just read from the database.
+    pub(crate) async fn remember(&self, session: &SessionRecord, now: OffsetDateTime) {
+        let result = if session.revoked_at.is_some() {
+            self.cache.mark_revoked(&[session.id], self.marker_ttl(session, now)).await
+        } else if session.is_live(now) {
+            let ttl = (session.expires_at - now).unsigned_abs().min(LIVE_CACHE_TTL);
+            self.cache.put_live(session.id, session.user_id, session.expires_at.unix_timestamp(), ttl).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            metrics::counter!("authd_cache_fallbacks_total").increment(1);
+            tracing::debug!(error = %e, "cache write failed");
+        }
+    }
+
+    /// A revocation marker must outlive any cached "live" entry of the session.
+    fn marker_ttl(&self, session: &SessionRecord, now: OffsetDateTime) -> Duration {
+        (session.absolute_expires_at - now).unsigned_abs().max(LIVE_CACHE_TTL)
+    }
+
+    /// Tells the cache about revocations already committed to the database.
+    pub(crate) async fn forget(&self, ids: &[SessionId]) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.cache.mark_revoked(ids, self.policy.max_ttl.max(LIVE_CACHE_TTL)).await {
+            metrics::counter!("authd_cache_fallbacks_total").increment(1);
+            tracing::warn!(error = %e, sessions = ids.len(), "could not record revocations in the cache");
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Refresh-token rotation.
+//!
+//! - the current token: a new pair, same session;
+//! - the previous token within the grace window: the same pair the first
+//!   presenter got (two tabs refreshing at once), no second branch;
+//! - any older token, or the previous one after the window: `invalid_grant`
+//!   and the whole session is revoked (`refresh_token_reuse`).
+//!
+//! The database row lock decides races; the cache never arbitrates.
+
+use time::OffsetDateTime;
+
+use super::{grace, secs, SessionService, TokenResponse};
+use crate::domain::RefreshToken;
+use crate::error::{Error, Result};
+use crate::store::{RefreshCandidate, RefreshDecision};
+
+pub const INVALID_REFRESH: &str = "refresh token is invalid, expired or revoked";
+pub const REUSE_REASON: &str = "refresh_token_reuse";
+
+enum Outcome {
+    Issued(TokenResponse),
+    Replayed(TokenResponse),
+    Refused,
+    ReuseDetected,
+    Failed(Error),
+}
+
+impl SessionService {
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, presented: &str) -> Result<TokenResponse> {
+        let Some(token) = RefreshToken::parse(presented) else {
+            return Err(Error::InvalidGrant(INVALID_REFRESH));
+        };
+        let now = self.clock.now();
+        let mut outcome = Outcome::Refused;
+        let candidate = self
+            .store
+            .refresh(&token.hash(), &mut |candidate| {
+                let (decision, result) = self.decide(candidate, &token, now);
+                outcome = result;
+                decision
+            })
+            .await?;
+        let Some(candidate) = candidate else {
+            return Err(Error::InvalidGrant(INVALID_REFRESH));
+        };
+        let session = candidate.session;
+        match outcome {
+            Outcome::Issued(response) => {
+                metrics::counter!("authd_refreshes_total", "outcome" => "rotated").increment(1);
+                let mut updated = session;
+                updated.expires_at = (now + secs(self.policy.idle_ttl)).min(updated.absolute_expires_at);
+                self.remember(&updated, now).await;
+                Ok(response)
+            }
+            Outcome::Replayed(response) => {
+                metrics::counter!("authd_refreshes_total", "outcome" => "grace_replay").increment(1);
+                Ok(response)
+            }
+            Outcome::ReuseDetected => {
+                metrics::counter!("authd_refreshes_total", "outcome" => "reuse_detected").increment(1);
+                tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reuse; session revoked");
+                self.forget(&[session.id]).await;
+                Err(Error::InvalidGrant(INVALID_REFRESH))
+            }
+            Outcome::Refused => {
+                metrics::counter!("authd_refreshes_total", "outcome" => "refused").increment(1);
+                Err(Error::InvalidGrant(INVALID_REFRESH))
+            }
+            Outcome::Failed(e) => Err(e),
+        }
+    }
+
+    /// The rotation rules, applied to the session as it stands under lock.
+    fn decide(&self, c: &RefreshCandidate, presented: &RefreshToken, now: OffsetDateTime) -> (RefreshDecision, Outcome) {
+        let s = &c.session;
+        if !s.is_live(now) {
+            return (RefreshDecision::NoChange, Outcome::Refused);
+        }
+        if c.token_generation == s.refresh_generation {
+            return match self.rotate(c, presented, now) {
+                Ok((decision, response)) => (decision, Outcome::Issued(response)),
+                Err(e) => (RefreshDecision::NoChange, Outcome::Failed(e)),
+            };
+        }
+        let in_grace = now < s.rotated_at + secs(self.policy.refresh_grace);
+        if c.token_generation == s.refresh_generation - 1 && in_grace {
+            let replay = s
+                .grace_ciphertext
+                .as_deref()
+                .and_then(|sealed| grace::open(presented, s.id, s.refresh_generation, sealed))
+                .and_then(|plain| serde_json::from_slice::<TokenResponse>(&plain).ok());
+            if let Some(response) = replay {
+                return (RefreshDecision::NoChange, Outcome::Replayed(response));
+            }
+        }
+        (RefreshDecision::Revoke { reason: REUSE_REASON, at: now }, Outcome::ReuseDetected)
+    }
+
+    fn rotate(
+        &self,
+        c: &RefreshCandidate,
+        presented: &RefreshToken,
+        now: OffsetDateTime,
+    ) -> Result<(RefreshDecision, TokenResponse)> {
+        let s = &c.session;
+        let next = RefreshToken::generate(&self.rng)?;
+        let (access_token, expires_in) = self.access_token(s, now)?;
+        let response = TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in,
+            refresh_token: next.expose().to_string(),
+            session_id: s.id,
+            scope: s.scope.clone(),
+        };
+        let plain = serde_json::to_vec(&response).map_err(|e| Error::Internal(format!("encode: {e}")))?;
+        let sealed = grace::seal(&self.rng, presented, s.id, s.refresh_generation + 1, &plain)?;
+        let decision = RefreshDecision::Rotate {
+            new_hash: next.hash(),
+            last_used_at: now,
+            expires_at: (now + secs(self.policy.idle_ttl)).min(s.absolute_expires_at),
+            grace_ciphertext: sealed,
+        };
+        Ok((decision, response))
+    }
+}

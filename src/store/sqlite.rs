@@ -1,0 +1,458 @@
+//! The durable store of the embedded mode: one SQLite file, one process.
+//!
+//! The pool has a single connection, so transactions are serialised by the
+//! pool itself: that is the embedded mode's row lock.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, Sqlite, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError, StoreResult, UserRecord,
+};
+use crate::domain::{SessionId, TokenHash, UserId};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    timeout: Duration,
+    description: String,
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1000) as i64
+}
+
+fn from_micros(us: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000)
+        .map_err(|e| StoreError::Other(format!("corrupt timestamp {us}: {e}")))
+}
+
+fn classify(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => {
+            StoreError::Unavailable(e.to_string())
+        }
+        // SQLITE_BUSY / SQLITE_LOCKED: another writer holds the file.
+        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5") | Some("6")) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Other(e.to_string()),
+    }
+}
+
+#[derive(FromRow)]
+struct UserRow {
+    id: Uuid,
+    email: String,
+    password_hash: String,
+    created_at: i64,
+}
+
+impl UserRow {
+    fn into_record(self) -> StoreResult<UserRecord> {
+        Ok(UserRecord {
+            id: UserId(self.id),
+            email: self.email,
+            password_hash: self.password_hash,
+            created_at: from_micros(self.created_at)?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct SessionRow {
+    id: Uuid,
+    user_id: Uuid,
+    client_id: String,
+    scope: Option<String>,
+    device_name: String,
+    user_agent: Option<String>,
+    ip: Option<String>,
+    created_at: i64,
+    last_used_at: i64,
+    expires_at: i64,
+    absolute_expires_at: i64,
+    refresh_generation: i64,
+    rotated_at: i64,
+    grace_ciphertext: Option<Vec<u8>>,
+    revoked_at: Option<i64>,
+    revoke_reason: Option<String>,
+}
+
+impl SessionRow {
+    fn into_record(self) -> StoreResult<SessionRecord> {
+        Ok(SessionRecord {
+            id: SessionId(self.id),
+            user_id: UserId(self.user_id),
+            client_id: self.client_id,
+            scope: self.scope,
+            device_name: self.device_name,
+            user_agent: self.user_agent,
+            ip: self.ip,
+            created_at: from_micros(self.created_at)?,
+            last_used_at: from_micros(self.last_used_at)?,
+            expires_at: from_micros(self.expires_at)?,
+            absolute_expires_at: from_micros(self.absolute_expires_at)?,
+            refresh_generation: self.refresh_generation,
+            rotated_at: from_micros(self.rotated_at)?,
+            grace_ciphertext: self.grace_ciphertext,
+            revoked_at: self.revoked_at.map(from_micros).transpose()?,
+            revoke_reason: self.revoke_reason,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct CandidateRow {
+    #[sqlx(flatten)]
+    session: SessionRow,
+    token_generation: i64,
+}
+
+impl CandidateRow {
+    fn into_candidate(self) -> StoreResult<RefreshCandidate> {
+        Ok(RefreshCandidate { session: self.session.into_record()?, token_generation: self.token_generation })
+    }
+}
+
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.client_id, s.scope, s.device_name, s.user_agent, s.ip, \
+     s.created_at, s.last_used_at, s.expires_at, s.absolute_expires_at, s.refresh_generation, \
+     s.rotated_at, s.grace_ciphertext, s.revoked_at, s.revoke_reason";
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<dir>/authd.db`.
+    pub async fn open(dir: &Path, timeout: Duration) -> StoreResult<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Other(format!("cannot create data directory {} (AUTHD_DATA_DIR): {e}", dir.display())))?;
+        let path = dir.join("authd.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Other(format!("cannot open SQLite database {}: {e}", path.display())))?;
+        Ok(SqliteStore { pool, timeout, description: format!("sqlite:{}", path.display()) })
+    }
+
+    async fn bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(StoreError::Unavailable(format!("sqlite did not answer within {:?}", self.timeout))),
+        }
+    }
+
+    async fn revoke_others_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        user: UserId,
+        except: Option<SessionId>,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionId>, sqlx::Error> {
+        let ids: Vec<(Uuid,)> = sqlx::query_as(
+            "UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 \
+             WHERE user_id = ?3 AND revoked_at IS NULL AND expires_at > ?1 AND (?4 IS NULL OR id <> ?4) \
+             RETURNING id",
+        )
+        .bind(micros(now))
+        .bind(reason)
+        .bind(user.0)
+        .bind(except.map(|s| s.0))
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(ids.into_iter().map(|(id,)| SessionId(id)).collect())
+    }
+}
+
+#[async_trait]
+impl DurableStore for SqliteStore {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.bounded(sqlx::query("SELECT 1").execute(&self.pool)).await.map(|_| ())
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Other(format!("SQLite migration failed ({}): {e}", self.description)))
+    }
+
+    async fn create_user(&self, user: &UserRecord, email_normalized: &str) -> StoreResult<bool> {
+        let result = self
+            .bounded(
+                sqlx::query(
+                    "INSERT INTO users (id, email, email_normalized, password_hash, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (email_normalized) DO NOTHING",
+                )
+                .bind(user.id.0)
+                .bind(&user.email)
+                .bind(email_normalized)
+                .bind(&user.password_hash)
+                .bind(micros(user.created_at))
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn find_user_by_email(&self, email_normalized: &str) -> StoreResult<Option<UserRecord>> {
+        let row: Option<UserRow> = self
+            .bounded(
+                sqlx::query_as("SELECT id, email, password_hash, created_at FROM users WHERE email_normalized = ?1")
+                    .bind(email_normalized)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        row.map(UserRow::into_record).transpose()
+    }
+
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
+        let row: Option<UserRow> = self
+            .bounded(
+                sqlx::query_as("SELECT id, email, password_hash, created_at FROM users WHERE id = ?1")
+                    .bind(id.0)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        row.map(UserRow::into_record).transpose()
+    }
+
+    async fn create_session(&self, s: &SessionRecord, refresh_hash: &TokenHash) -> StoreResult<()> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO sessions (id, user_id, client_id, scope, device_name, user_agent, ip, created_at, \
+                 last_used_at, expires_at, absolute_expires_at, refresh_generation, rotated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )
+            .bind(s.id.0)
+            .bind(s.user_id.0)
+            .bind(&s.client_id)
+            .bind(&s.scope)
+            .bind(&s.device_name)
+            .bind(&s.user_agent)
+            .bind(&s.ip)
+            .bind(micros(s.created_at))
+            .bind(micros(s.last_used_at))
+            .bind(micros(s.expires_at))
+            .bind(micros(s.absolute_expires_at))
+            .bind(s.refresh_generation)
+            .bind(micros(s.rotated_at))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) VALUES (?1, ?2, ?3, ?4)")
+                .bind(&refresh_hash.0[..])
+                .bind(s.id.0)
+                .bind(s.refresh_generation)
+                .bind(micros(s.rotated_at))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn get_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
+        let row: Option<SessionRow> = self
+            .bounded(
+                sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1"))
+                    .bind(id.0)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        row.map(SessionRow::into_record).transpose()
+    }
+
+    async fn find_by_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshCandidate>> {
+        let row: Option<CandidateRow> = self
+            .bounded(
+                sqlx::query_as(&format!(
+                    "SELECT {SESSION_COLUMNS}, t.generation AS token_generation \
+                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?1"
+                ))
+                .bind(&hash.0[..])
+                .fetch_optional(&self.pool),
+            )
+            .await?;
+        row.map(CandidateRow::into_candidate).transpose()
+    }
+
+    async fn refresh(&self, hash: &TokenHash, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>> {
+        let row = self
+            .bounded(async {
+                let mut tx = self.pool.begin().await?;
+                let row: Option<CandidateRow> = sqlx::query_as(&format!(
+                    "SELECT {SESSION_COLUMNS}, t.generation AS token_generation \
+                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?1"
+                ))
+                .bind(&hash.0[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+                Ok((tx, row))
+            })
+            .await?;
+        let (mut tx, Some(row)) = row else {
+            return Ok(None);
+        };
+        let candidate = row.into_candidate()?;
+        let decision = decide(&candidate);
+        let id = candidate.session.id.0;
+        self.bounded(async {
+            match decision {
+                RefreshDecision::Rotate { new_hash, last_used_at, expires_at, grace_ciphertext } => {
+                    let generation = candidate.session.refresh_generation + 1;
+                    sqlx::query(
+                        "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .bind(&new_hash.0[..])
+                    .bind(id)
+                    .bind(generation)
+                    .bind(micros(last_used_at))
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE sessions SET refresh_generation = ?1, rotated_at = ?2, last_used_at = ?2, \
+                         expires_at = ?3, grace_ciphertext = ?4 WHERE id = ?5",
+                    )
+                    .bind(generation)
+                    .bind(micros(last_used_at))
+                    .bind(micros(expires_at))
+                    .bind(grace_ciphertext)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                RefreshDecision::Revoke { reason, at } => {
+                    sqlx::query("UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 WHERE id = ?3 AND revoked_at IS NULL")
+                        .bind(micros(at))
+                        .bind(reason)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                RefreshDecision::NoChange => {}
+            }
+            tx.commit().await
+        })
+        .await?;
+        Ok(Some(candidate))
+    }
+
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        owner: Option<UserId>,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let row: Option<SessionRow> = self
+            .bounded(async {
+                let mut tx = self.pool.begin().await?;
+                let row: Option<SessionRow> = sqlx::query_as(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1 AND (?2 IS NULL OR s.user_id = ?2)"
+                ))
+                .bind(id.0)
+                .bind(owner.map(|u| u.0))
+                .fetch_optional(&mut *tx)
+                .await?;
+                if row.is_some() {
+                    sqlx::query("UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 WHERE id = ?3 AND revoked_at IS NULL")
+                        .bind(micros(now))
+                        .bind(reason)
+                        .bind(id.0)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(row)
+            })
+            .await?;
+        row.map(SessionRow::into_record).transpose()
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        except: Option<SessionId>,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<SessionId>> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let ids = Self::revoke_others_in(&mut tx, user, except, reason, now).await?;
+            tx.commit().await?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn change_password(
+        &self,
+        user: UserId,
+        new_hash: &str,
+        keep: SessionId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<SessionId>> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3")
+                .bind(new_hash)
+                .bind(micros(now))
+                .bind(user.0)
+                .execute(&mut *tx)
+                .await?;
+            let ids = Self::revoke_others_in(&mut tx, user, Some(keep), "password_changed", now).await?;
+            tx.commit().await?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn list_live_sessions(&self, user: UserId, now: OffsetDateTime, limit: i64) -> StoreResult<Vec<SessionRecord>> {
+        let rows: Vec<SessionRow> = self
+            .bounded(
+                sqlx::query_as(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions s \
+                     WHERE s.user_id = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?2 \
+                     ORDER BY s.created_at DESC LIMIT ?3"
+                ))
+                .bind(user.0)
+                .bind(micros(now))
+                .bind(limit)
+                .fetch_all(&self.pool),
+            )
+            .await?;
+        rows.into_iter().map(SessionRow::into_record).collect()
+    }
+
+    async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64> {
+        let result = self
+            .bounded(
+                sqlx::query(
+                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                     WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
+                )
+                .bind(micros(cutoff))
+                .bind(batch)
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(result.rows_affected())
+    }
+}
