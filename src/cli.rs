@@ -1,7 +1,7 @@
 //! The command line: `authd [serve|migrate|keys …|cleanup]`. Every option
 //! also reads its environment variable.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use time::OffsetDateTime;
 
 use crate::app::{self, Application};
@@ -39,21 +39,58 @@ pub enum KeysCommand {
 }
 
 impl Cli {
-    /// `authd` with no subcommand means `authd serve`.
+    /// `authd` with no subcommand means `authd serve`. A bad value stops
+    /// with one message naming the environment variable it came from.
     pub fn parse_with_default() -> Cli {
-        let args: Vec<String> = std::env::args().collect();
+        let mut args: Vec<String> = std::env::args().collect();
         if args.len() == 1 {
-            return Cli::parse_from([args[0].as_str(), "serve"]);
+            args.push("serve".into());
         }
-        Cli::parse()
+        match Cli::try_parse_from(&args) {
+            Ok(cli) => cli,
+            Err(e) => {
+                if let Some(var) = env_var_of(&e, &args) {
+                    eprintln!(
+                        "authd: invalid {var}: {}",
+                        e.to_string().lines().next().unwrap_or_default()
+                    );
+                    std::process::exit(2);
+                }
+                e.exit()
+            }
+        }
     }
+}
+
+/// The environment variable behind the argument a parse error is about.
+fn env_var_of(error: &clap::Error, args: &[String]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let ContextValue::String(invalid) = error.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    let long = invalid.split_whitespace().next()?.trim_start_matches("--");
+    let root = Cli::command();
+    let sub = root.find_subcommand(args.get(1)?)?;
+    let mut commands = vec![sub];
+    while let Some(command) = commands.pop() {
+        if let Some(arg) = command.get_arguments().find(|a| a.get_long() == Some(long)) {
+            return arg.get_env().map(|v| v.to_string_lossy().into_owned());
+        }
+        commands.extend(command.get_subcommands());
+    }
+    None
 }
 
 fn keys_overlap() -> std::time::Duration {
     // Publication overlap follows the serve defaults unless configured.
-    let access = std::env::var("AUTHD_ACCESS_TTL").ok().and_then(|v| crate::config::parse_duration(&v).ok());
-    let skew = std::env::var("AUTHD_CLOCK_SKEW").ok().and_then(|v| crate::config::parse_duration(&v).ok());
-    access.unwrap_or(std::time::Duration::from_secs(900)) + skew.unwrap_or(std::time::Duration::from_secs(2))
+    let access = std::env::var("AUTHD_ACCESS_TTL")
+        .ok()
+        .and_then(|v| crate::config::parse_duration(&v).ok());
+    let skew = std::env::var("AUTHD_CLOCK_SKEW")
+        .ok()
+        .and_then(|v| crate::config::parse_duration(&v).ok());
+    access.unwrap_or(std::time::Duration::from_secs(900))
+        + skew.unwrap_or(std::time::Duration::from_secs(2))
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -75,10 +112,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             config.validate().map_err(anyhow::Error::msg)?;
             let store = app::open_store(&config.store).await?;
             let deleted = {
-                let now = OffsetDateTime::now_utc() - time::Duration::seconds(config.cleanup_retention.as_secs() as i64);
+                let now = OffsetDateTime::now_utc()
+                    - time::Duration::seconds(config.cleanup_retention.as_secs() as i64);
                 let mut total = 0u64;
                 loop {
-                    let n = store.delete_ended_sessions(now, crate::session::cleanup::BATCH).await?;
+                    let n = store
+                        .delete_ended_sessions(now, crate::session::cleanup::BATCH)
+                        .await?;
                     total += n;
                     if n < crate::session::cleanup::BATCH as u64 {
                         break total;
@@ -98,12 +138,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let kid = keys::generate(&config.keys_dir, config.alg, OffsetDateTime::now_utc())?;
-            println!("generated {kid} ({}) in {}", config.alg, config.keys_dir.display());
+            println!(
+                "generated {kid} ({}) in {}",
+                config.alg,
+                config.keys_dir.display()
+            );
             Ok(())
         }
         Command::Keys(KeysCommand::Rotate(config)) => {
             let kid = keys::generate(&config.keys_dir, config.alg, OffsetDateTime::now_utc())?;
-            println!("{kid} ({}) now signs new tokens; restart authd processes to pick it up", config.alg);
+            println!(
+                "{kid} ({}) now signs new tokens; restart authd processes to pick it up",
+                config.alg
+            );
             let set = KeySet::load(&config.keys_dir, keys_overlap())?;
             for line in keys::describe(&set, OffsetDateTime::now_utc()) {
                 println!("{line}");

@@ -4,6 +4,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use time::OffsetDateTime;
 
+/// Microseconds: what both databases keep, so a time read back equals the one written.
+pub fn truncate_to_micros(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
+        .unwrap_or(t)
+}
+
 pub trait Clock: Send + Sync {
     fn now(&self) -> OffsetDateTime;
 }
@@ -12,7 +18,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
+        truncate_to_micros(OffsetDateTime::now_utc())
     }
 }
 
@@ -25,12 +31,14 @@ pub struct ShiftedClock {
 
 impl ShiftedClock {
     pub fn advance(&self, by: std::time::Duration) {
-        self.offset_secs.fetch_add(by.as_secs() as i64, Ordering::SeqCst);
+        self.offset_secs
+            .fetch_add(by.as_secs() as i64, Ordering::SeqCst);
     }
 }
 
 impl Clock for ShiftedClock {
     fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc() + time::Duration::seconds(self.offset_secs.load(Ordering::SeqCst))
+        truncate_to_micros(OffsetDateTime::now_utc())
+            + time::Duration::seconds(self.offset_secs.load(Ordering::SeqCst))
     }
 }

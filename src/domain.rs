@@ -80,7 +80,10 @@ impl Email {
         let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(invalid());
         };
-        if local.is_empty() || domain.is_empty() || trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if local.is_empty()
+            || domain.is_empty()
+            || trimmed.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(invalid());
         }
         Ok(Email(trimmed.to_string()))
@@ -118,8 +121,8 @@ impl Password {
         Ok(Password(raw))
     }
 
-    /// A presented password (login, current password) is only bounded, so an
-    /// over-long one costs nothing and fails like any wrong password.
+    /// A presented password (login, current password) is only bounded: an
+    /// over-long one is refused before any hashing work is spent on it.
     pub fn presented(raw: String) -> Option<Self> {
         (raw.len() <= MAX_PASSWORD_LEN).then_some(Password(raw))
     }
@@ -208,7 +211,9 @@ impl ClientId {
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let ok = !raw.is_empty()
             && raw.len() <= MAX_CLIENT_ID_LEN
-            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:~".contains(&b));
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:~".contains(&b));
         if ok {
             Ok(ClientId(raw.to_string()))
         } else {
@@ -226,12 +231,17 @@ impl ClientId {
 /// A space-separated OAuth scope (RFC 6749 §3.3), normalised.
 pub fn parse_scope(raw: &str) -> Result<Option<String>, Error> {
     if raw.len() > MAX_SCOPE_LEN {
-        return Err(Error::InvalidRequest(format!("scope must be at most {MAX_SCOPE_LEN} bytes")));
+        return Err(Error::InvalidRequest(format!(
+            "scope must be at most {MAX_SCOPE_LEN} bytes"
+        )));
     }
-    let valid_char = |c: char| c == '\x21' || ('\x23'..='\x5b').contains(&c) || ('\x5d'..='\x7e').contains(&c);
+    let valid_char =
+        |c: char| c == '\x21' || ('\x23'..='\x5b').contains(&c) || ('\x5d'..='\x7e').contains(&c);
     let mut parts: Vec<&str> = raw.split(' ').filter(|p| !p.is_empty()).collect();
     if parts.iter().any(|p| !p.chars().all(valid_char)) {
-        return Err(Error::InvalidRequest("scope contains characters RFC 6749 does not allow".into()));
+        return Err(Error::InvalidRequest(
+            "scope contains characters RFC 6749 does not allow".into(),
+        ));
     }
     parts.dedup();
     Ok((!parts.is_empty()).then(|| parts.join(" ")))
@@ -293,9 +303,14 @@ impl std::str::FromStr for ClientCredentials {
                 return Err("client id and secret must not be empty".into());
             }
             if secret.len() < 16 {
-                return Err(format!("the secret of client `{id}` must be at least 16 characters"));
+                return Err(format!(
+                    "the secret of client `{id}` must be at least 16 characters"
+                ));
             }
-            clients.push(ServiceClient { id: id.to_string(), secret_hash: sha256(secret.as_bytes()) });
+            clients.push(ServiceClient {
+                id: id.to_string(),
+                secret_hash: sha256(secret.as_bytes()),
+            });
         }
         Ok(ClientCredentials(clients))
     }
@@ -303,7 +318,9 @@ impl std::str::FromStr for ClientCredentials {
 
 impl fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|c| format!("{}:***", c.id))).finish()
+        f.debug_list()
+            .entries(self.0.iter().map(|c| format!("{}:***", c.id)))
+            .finish()
     }
 }
 
@@ -314,7 +331,12 @@ mod tests {
     #[test]
     fn email_needs_exactly_one_at_with_both_sides() {
         assert!(Email::parse("  Ann@Example.org ").is_ok());
-        assert_eq!(Email::parse(" Ann@Example.org").map(|e| e.normalized()).ok(), Some("ann@example.org".into()));
+        assert_eq!(
+            Email::parse(" Ann@Example.org")
+                .map(|e| e.normalized())
+                .ok(),
+            Some("ann@example.org".into())
+        );
         for bad in ["", "ann", "@x", "ann@", "a@b@c", "a b@c", "   "] {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
@@ -326,7 +348,10 @@ mod tests {
         assert!(Password::new_checked("12345678".into()).is_ok());
         assert!(Password::new_checked("x".repeat(1025)).is_err());
         assert!(Password::presented("x".repeat(1025)).is_none());
-        assert_eq!(format!("{:?}", Password::presented("secret".into())), "Some(Password(***))");
+        assert_eq!(
+            format!("{:?}", Password::presented("secret".into())),
+            "Some(Password(***))"
+        );
     }
 
     #[test]
@@ -342,7 +367,9 @@ mod tests {
 
     #[test]
     fn clients_verify_only_exact_pairs() {
-        let c: ClientCredentials = "svc:0123456789abcdef,other:fedcba9876543210".parse().unwrap();
+        let c: ClientCredentials = "svc:0123456789abcdef,other:fedcba9876543210"
+            .parse()
+            .unwrap();
         assert_eq!(c.verify("svc", "0123456789abcdef"), Some("svc"));
         assert_eq!(c.verify("svc", "fedcba9876543210"), None);
         assert_eq!(c.verify("nobody", "0123456789abcdef"), None);
@@ -352,7 +379,10 @@ mod tests {
 
     #[test]
     fn scope_is_normalised() {
-        assert_eq!(parse_scope("  read  write ").unwrap(), Some("read write".into()));
+        assert_eq!(
+            parse_scope("  read  write ").unwrap(),
+            Some("read write".into())
+        );
         assert_eq!(parse_scope("").unwrap(), None);
         assert!(parse_scope("a\"b").is_err());
     }

@@ -20,8 +20,9 @@ pub enum Error {
     /// Service client authentication failed.
     #[error("client authentication failed")]
     InvalidClient,
-    #[error("body must be application/x-www-form-urlencoded or application/json")]
-    UnsupportedMediaType,
+    /// The body's content type is not one the endpoint reads.
+    #[error("body must be {0}")]
+    UnsupportedMediaType(&'static str),
     #[error("request body is too large")]
     PayloadTooLarge,
     /// A field failed validation; the code names which kind.
@@ -52,7 +53,10 @@ struct ErrorBody<'a> {
 
 impl Error {
     pub fn validation(code: &'static str, message: impl Into<String>) -> Self {
-        Error::Validation { code, message: message.into() }
+        Error::Validation {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn status_code(&self) -> StatusCode {
@@ -62,7 +66,7 @@ impl Error {
             | Error::UnsupportedGrantType
             | Error::Validation { .. } => StatusCode::BAD_REQUEST,
             Error::InvalidClient | Error::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::EmailTaken => StatusCode::CONFLICT,
             Error::WrongPassword => StatusCode::FORBIDDEN,
@@ -74,7 +78,7 @@ impl Error {
 
     pub fn code(&self) -> &'static str {
         match self {
-            Error::InvalidRequest(_) | Error::UnsupportedMediaType => "invalid_request",
+            Error::InvalidRequest(_) | Error::UnsupportedMediaType(_) => "invalid_request",
             Error::InvalidGrant(_) => "invalid_grant",
             Error::UnsupportedGrantType => "unsupported_grant_type",
             Error::InvalidClient => "invalid_client",
@@ -115,13 +119,19 @@ impl IntoResponse for Error {
         };
         let mut response = (
             status,
-            Json(ErrorBody { error: self.code(), error_description: description }),
+            Json(ErrorBody {
+                error: self.code(),
+                error_description: description,
+            }),
         )
             .into_response();
         let headers = response.headers_mut();
         match &self {
             Error::InvalidClient => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"authd\""));
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"authd\""),
+                );
             }
             Error::InvalidToken(_) => {
                 headers.insert(

@@ -50,8 +50,20 @@ pub struct TokenIssuer {
 }
 
 impl TokenIssuer {
-    pub fn new(keys: Arc<KeySet>, issuer: String, audience: String, access_ttl: Duration, skew: Duration) -> Self {
-        TokenIssuer { keys, issuer, audience, access_ttl, skew: skew.as_secs() as i64 }
+    pub fn new(
+        keys: Arc<KeySet>,
+        issuer: String,
+        audience: String,
+        access_ttl: Duration,
+        skew: Duration,
+    ) -> Self {
+        TokenIssuer {
+            keys,
+            issuer,
+            audience,
+            access_ttl,
+            skew: skew.as_secs() as i64,
+        }
     }
 
     pub fn keys(&self) -> &KeySet {
@@ -59,30 +71,40 @@ impl TokenIssuer {
     }
 
     pub fn sign(&self, claims: &AccessClaims) -> Result<String> {
-        let key = self.keys.active().ok_or_else(|| Error::Internal("no signing key loaded".into()))?;
+        let key = self
+            .keys
+            .active()
+            .ok_or_else(|| Error::Internal("no signing key loaded".into()))?;
         let mut header = Header::new(key.alg.jwt());
         header.typ = Some(ACCESS_TOKEN_TYP.to_string());
         header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, claims, key.encoding()).map_err(|e| Error::Internal(format!("signing failed: {e}")))
+        jsonwebtoken::encode(&header, claims, key.encoding())
+            .map_err(|e| Error::Internal(format!("signing failed: {e}")))
     }
 
     /// Verifies signature and claims. The `kid` picks the key and the key
     /// pins the algorithm; `jku`, `x5u`, `jwk` and `x5c` headers are never
     /// consulted.
-    pub fn verify(&self, token: &str, now: OffsetDateTime) -> std::result::Result<AccessClaims, Rejection> {
+    pub fn verify(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> std::result::Result<AccessClaims, Rejection> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(Rejection::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
-        let typ_ok = header
-            .typ
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt"));
+        let typ_ok = header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
+        });
         if !typ_ok {
             return Err(Rejection::WrongType);
         }
         let kid = header.kid.as_deref().ok_or(Rejection::UnknownKey)?;
-        let key = self.keys.verifying_key(kid, now).ok_or(Rejection::UnknownKey)?;
+        let key = self
+            .keys
+            .verifying_key(kid, now)
+            .ok_or(Rejection::UnknownKey)?;
         if header.alg != key.alg.jwt() {
             return Err(Rejection::WrongAlgorithm);
         }

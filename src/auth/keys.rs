@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom as AwsRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING,
+};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
@@ -47,7 +49,9 @@ impl KeyAlg {
     }
 
     fn from_slug(s: &str) -> Option<Self> {
-        [KeyAlg::EdDSA, KeyAlg::ES256, KeyAlg::RS256].into_iter().find(|a| a.slug() == s)
+        [KeyAlg::EdDSA, KeyAlg::ES256, KeyAlg::RS256]
+            .into_iter()
+            .find(|a| a.slug() == s)
     }
 }
 
@@ -150,7 +154,12 @@ fn der_to_pem(der: &[u8]) -> String {
     out
 }
 
-fn load_key(path: &Path, kid: &str, alg: KeyAlg, created_at: OffsetDateTime) -> anyhow::Result<SigningKey> {
+fn load_key(
+    path: &Path,
+    kid: &str,
+    alg: KeyAlg,
+    created_at: OffsetDateTime,
+) -> anyhow::Result<SigningKey> {
     let pem = std::fs::read_to_string(path)?;
     let der = pem_to_der(&pem)?;
     let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
@@ -185,7 +194,8 @@ fn load_key(path: &Path, kid: &str, alg: KeyAlg, created_at: OffsetDateTime) -> 
             if pair.public_modulus_len() < 256 {
                 anyhow::bail!("RSA keys must be at least 2048 bits");
             }
-            let components = aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+            let components =
+                aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
             let (n, e) = (b64(&components.n), b64(&components.e));
             (
                 EncodingKey::from_rsa_pem(pem.as_bytes())?,
@@ -198,7 +208,15 @@ fn load_key(path: &Path, kid: &str, alg: KeyAlg, created_at: OffsetDateTime) -> 
     jwk["kid"] = json!(kid);
     jwk["alg"] = json!(alg.to_string());
     jwk["use"] = json!("sig");
-    Ok(SigningKey { kid: kid.to_string(), alg, created_at, path: path.to_path_buf(), encoding, decoding, jwk })
+    Ok(SigningKey {
+        kid: kid.to_string(),
+        alg,
+        created_at,
+        path: path.to_path_buf(),
+        encoding,
+        decoding,
+        jwk,
+    })
 }
 
 impl KeySet {
@@ -212,7 +230,11 @@ impl KeySet {
             if path.extension().and_then(|e| e.to_str()) != Some("pem") {
                 continue;
             }
-            let Some(kid) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
+            let Some(kid) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_string)
+            else {
                 continue;
             };
             let Some((alg, created_at)) = parse_kid(&kid) else {
@@ -232,7 +254,10 @@ impl KeySet {
     /// Like [`KeySet::load`], but a missing directory is an empty set.
     pub fn load_or_empty(dir: &Path, overlap: Duration) -> anyhow::Result<KeySet> {
         if !dir.exists() {
-            return Ok(KeySet { keys: Vec::new(), overlap });
+            return Ok(KeySet {
+                keys: Vec::new(),
+                overlap,
+            });
         }
         Self::load(dir, overlap)
     }
@@ -290,13 +315,20 @@ impl KeySet {
 
 /// Creates a new key file and returns its kid. Private keys are written 0600.
 pub fn generate(dir: &Path, alg: KeyAlg, now: OffsetDateTime) -> anyhow::Result<String> {
-    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create keys directory {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create keys directory {}: {e}", dir.display()))?;
     let mut suffix = [0u8; 3];
     SystemRandom::new()
         .fill(&mut suffix)
         .map_err(|_| anyhow::anyhow!("system random generator failed"))?;
     let stamp = now.format(KID_TIME)?;
-    let kid = format!("{stamp}-{}-{:02x}{:02x}{:02x}", alg.slug(), suffix[0], suffix[1], suffix[2]);
+    let kid = format!(
+        "{stamp}-{}-{:02x}{:02x}{:02x}",
+        alg.slug(),
+        suffix[0],
+        suffix[1],
+        suffix[2]
+    );
     let rng = AwsRandom::new();
     let der: Vec<u8> = match alg {
         KeyAlg::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
@@ -310,8 +342,9 @@ pub fn generate(dir: &Path, alg: KeyAlg, now: OffsetDateTime) -> anyhow::Result<
         KeyAlg::RS256 => {
             let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
                 .map_err(|_| anyhow::anyhow!("RSA key generation failed"))?;
-            let der: aws_lc_rs::encoding::Pkcs8V1Der<'static> =
-                pair.as_der().map_err(|_| anyhow::anyhow!("RSA key encoding failed"))?;
+            let der: aws_lc_rs::encoding::Pkcs8V1Der<'static> = pair
+                .as_der()
+                .map_err(|_| anyhow::anyhow!("RSA key encoding failed"))?;
             der.as_ref().to_vec()
         }
     };
@@ -329,7 +362,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     file.write_all(bytes)?;
     file.sync_all()?;
     Ok(())
@@ -343,9 +378,14 @@ pub fn describe(set: &KeySet, now: OffsetDateTime) -> Vec<String> {
             let status = match set.status(i, now) {
                 KeyStatus::Active => "active (signs new tokens)".to_string(),
                 KeyStatus::Retiring(until) => {
-                    format!("retiring (published until {})", until.format(&Rfc3339).unwrap_or_default())
+                    format!(
+                        "retiring (published until {})",
+                        until.format(&Rfc3339).unwrap_or_default()
+                    )
                 }
-                KeyStatus::Expired => "expired (no valid token can use it; safe to delete)".to_string(),
+                KeyStatus::Expired => {
+                    "expired (no valid token can use it; safe to delete)".to_string()
+                }
             };
             format!("{}  {}  {}", k.kid, k.alg, status)
         })
@@ -366,7 +406,12 @@ mod tests {
         let set = KeySet::load(dir.path(), Duration::from_secs(900)).unwrap();
         assert_eq!(set.len(), 3);
         let jwks = set.jwks(now);
-        let ktys: Vec<_> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kty"].as_str().unwrap()).collect();
+        let ktys: Vec<_> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kty"].as_str().unwrap())
+            .collect();
         assert_eq!(ktys.len(), 3);
         assert!(ktys.contains(&"OKP") && ktys.contains(&"EC") && ktys.contains(&"RSA"));
         for k in jwks["keys"].as_array().unwrap() {
@@ -383,9 +428,15 @@ mod tests {
         let new = generate(dir.path(), KeyAlg::EdDSA, t1).unwrap();
         let set = KeySet::load(dir.path(), Duration::from_secs(900)).unwrap();
         assert_eq!(set.active().unwrap().kid, new);
-        assert!(set.verifying_key(&old, t1 + time::Duration::minutes(14)).is_some());
-        assert!(set.verifying_key(&old, t1 + time::Duration::minutes(16)).is_none());
-        assert!(set.verifying_key(&new, t1 + time::Duration::days(400)).is_some());
+        assert!(set
+            .verifying_key(&old, t1 + time::Duration::minutes(14))
+            .is_some());
+        assert!(set
+            .verifying_key(&old, t1 + time::Duration::minutes(16))
+            .is_none());
+        assert!(set
+            .verifying_key(&new, t1 + time::Duration::days(400))
+            .is_some());
     }
 
     #[test]

@@ -23,7 +23,12 @@ enum BodyKind {
 
 fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
     let raw = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/x-www-form-urlencoded" => Some(BodyKind::Form),
         "application/json" => Some(BodyKind::Json),
@@ -42,7 +47,8 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Err
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::InvalidRequest(format!("malformed JSON body: {}", short(&e))))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::InvalidRequest(format!("malformed JSON body: {}", short(&e))))
 }
 
 /// serde's messages may quote input; keep them short and single-line.
@@ -65,11 +71,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OAuthBody<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let kind = body_kind(req.headers()).ok_or(Error::UnsupportedMediaType)?;
+        let kind = body_kind(req.headers()).ok_or(Error::UnsupportedMediaType(
+            "application/x-www-form-urlencoded or application/json",
+        ))?;
         let bytes = read_body(req, state).await?;
         let value = match kind {
-            BodyKind::Form => serde_urlencoded::from_bytes(&bytes)
-                .map_err(|e| Error::InvalidRequest(format!("malformed form body: {}", short(&e))))?,
+            BodyKind::Form => serde_urlencoded::from_bytes(&bytes).map_err(|e| {
+                Error::InvalidRequest(format!("malformed form body: {}", short(&e)))
+            })?,
             BodyKind::Json => parse_json(&bytes)?,
         };
         Ok(OAuthBody(value))
@@ -84,7 +93,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !matches!(body_kind(req.headers()), Some(BodyKind::Json)) {
-            return Err(Error::UnsupportedMediaType);
+            return Err(Error::UnsupportedMediaType("application/json"));
         }
         let bytes = read_body(req, state).await?;
         Ok(AppJson(parse_json(&bytes)?))
@@ -101,11 +110,16 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let user_agent = parts
-            .headers
-            .get(USER_AGENT)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(MAX_USER_AGENT_LEN).collect());
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip().to_string());
+        let user_agent = parts.headers.get(USER_AGENT).map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(MAX_USER_AGENT_LEN)
+                .collect()
+        });
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string());
         Ok(ClientInfo { user_agent, ip })
     }
 }
@@ -118,7 +132,11 @@ fn bearer(parts: &Parts) -> Result<&str, Error> {
         .to_str()
         .map_err(|_| Error::InvalidToken("malformed Authorization header"))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
         _ => Err(Error::InvalidToken("missing bearer token")),
     }
 }
@@ -160,16 +178,41 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let value = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(Error::InvalidClient)?;
+        let value = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(Error::InvalidClient)?;
         let (scheme, encoded) = value.split_once(' ').ok_or(Error::InvalidClient)?;
         if !scheme.eq_ignore_ascii_case("basic") || encoded.len() > 1024 {
             return Err(Error::InvalidClient);
         }
-        let decoded = STANDARD.decode(encoded.trim()).map_err(|_| Error::InvalidClient)?;
+        let decoded = STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| Error::InvalidClient)?;
         let decoded = String::from_utf8(decoded).map_err(|_| Error::InvalidClient)?;
         let (id, secret) = decoded.split_once(':').ok_or(Error::InvalidClient)?;
         let (id, secret) = (form_decode(id), form_decode(secret));
-        let client = state.clients.verify(&id, &secret).ok_or(Error::InvalidClient)?;
+        let client = state
+            .clients
+            .verify(&id, &secret)
+            .ok_or(Error::InvalidClient)?;
         Ok(ServiceClient(client.to_string()))
+    }
+}
+
+/// The `{id}` path segment as text; a segment that is not even valid UTF-8
+/// names nothing, so it is "not found" like any unknown id.
+pub struct IdSegment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdSegment {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(id) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| Error::NotFound("resource"))?;
+        Ok(IdSegment(id))
     }
 }

@@ -41,12 +41,20 @@ fn required(value: Option<String>, name: &str) -> Result<String> {
 
 fn no_store(body: impl serde::Serialize) -> Response {
     let mut response = Json(body).into_response();
-    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response.headers_mut().insert("pragma", HeaderValue::from_static("no-cache"));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert("pragma", HeaderValue::from_static("no-cache"));
     response
 }
 
-async fn token(State(state): State<AppState>, info: ClientInfo, OAuthBody(req): OAuthBody<TokenRequest>) -> Result<Response> {
+async fn token(
+    State(state): State<AppState>,
+    info: ClientInfo,
+    OAuthBody(req): OAuthBody<TokenRequest>,
+) -> Result<Response> {
     let grant_type = required(req.grant_type, "grant_type")?;
     let response = match grant_type.as_str() {
         "password" => {
@@ -61,7 +69,12 @@ async fn token(State(state): State<AppState>, info: ClientInfo, OAuthBody(req): 
             };
             state.sessions.login(login).await?
         }
-        "refresh_token" => state.sessions.refresh(&required(req.refresh_token, "refresh_token")?).await?,
+        "refresh_token" => {
+            state
+                .sessions
+                .refresh(&required(req.refresh_token, "refresh_token")?)
+                .await?
+        }
         _ => return Err(Error::UnsupportedGrantType),
     };
     Ok(no_store(response))
@@ -74,7 +87,10 @@ struct TokenParam {
     token_type_hint: Option<String>,
 }
 
-async fn revoke(State(state): State<AppState>, OAuthBody(req): OAuthBody<TokenParam>) -> Result<Response> {
+async fn revoke(
+    State(state): State<AppState>,
+    OAuthBody(req): OAuthBody<TokenParam>,
+) -> Result<Response> {
     let token = required(req.token, "token")?;
     state.sessions.revoke_token(&token).await?;
     Ok(no_store(json!({})))
@@ -93,13 +109,15 @@ async fn introspect(
 async fn jwks(State(state): State<AppState>) -> Response {
     let keys = state.sessions.tokens().keys().jwks(state.sessions.now());
     let mut response = Json(keys).into_response();
-    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 
 async fn metadata(State(state): State<AppState>) -> Json<serde_json::Value> {
     let issuer = state.sessions.tokens().issuer.clone();
-    let algs: Vec<String> = state.sessions.tokens().keys().iter().map(|k| k.alg.to_string()).collect();
     Json(json!({
         "issuer": issuer,
         "token_endpoint": format!("{issuer}/oauth/token"),
@@ -111,6 +129,5 @@ async fn metadata(State(state): State<AppState>) -> Json<serde_json::Value> {
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
-        "token_endpoint_auth_signing_alg_values_supported": algs,
     }))
 }

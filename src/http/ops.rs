@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -38,12 +38,15 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let cache_ok = matches!(cache_ok, Ok(Ok(())));
     metrics::gauge!("authd_store_up").set(if store_ok { 1.0 } else { 0.0 });
     metrics::gauge!("authd_cache_up").set(if cache_ok { 1.0 } else { 0.0 });
-    let status = if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let mut body = json!({
         "status": if store_ok { "ready" } else { "unavailable" },
         "store": if store_ok { "ok" } else { "down" },
         "cache": if cache_ok { "ok" } else { "degraded" },
-        "backends": { "store": store.describe(), "cache": cache.describe() },
     });
     if store.describe().starts_with("postgres") {
         body["postgres"] = body["store"].clone();
@@ -55,9 +58,13 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         body["error"] = json!("temporarily_unavailable");
         body["error_description"] = json!("the durable store is not reachable");
     }
-    (status, Json(body))
+    let retry = (!store_ok).then_some([(RETRY_AFTER, "1")]);
+    (status, retry, Json(body))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }

@@ -1,12 +1,12 @@
 //! The device list and revocation, for users and for admin service clients.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::extract::{AuthUser, ServiceClient};
+use super::extract::{AuthUser, IdSegment, ServiceClient};
 use super::AppState;
 use crate::domain::{SessionId, UserId};
 use crate::error::{Error, Result};
@@ -17,7 +17,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sessions/{id}", delete(revoke_one))
         .route("/v1/sessions/revoke-others", post(revoke_others))
         .route("/v1/logout", post(logout))
-        .route("/v1/admin/users/{id}/sessions", get(admin_list).delete(admin_revoke_all))
+        .route(
+            "/v1/admin/users/{id}/sessions",
+            get(admin_list).delete(admin_revoke_all),
+        )
 }
 
 fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T> {
@@ -25,27 +28,50 @@ fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T> {
 }
 
 async fn list(State(state): State<AppState>, AuthUser(auth): AuthUser) -> Result<Json<Value>> {
-    let sessions = state.sessions.list_sessions(auth.user_id, auth.session_id).await?;
+    let sessions = state
+        .sessions
+        .list_sessions(auth.user_id, auth.session_id)
+        .await?;
     Ok(Json(json!({ "sessions": sessions })))
 }
 
-async fn revoke_one(State(state): State<AppState>, AuthUser(auth): AuthUser, Path(id): Path<String>) -> Result<StatusCode> {
+async fn revoke_one(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    IdSegment(id): IdSegment,
+) -> Result<StatusCode> {
     let id: SessionId = parse_id(&id, "session")?;
-    state.sessions.revoke_session(id, Some(auth.user_id), "revoked_by_user").await?;
+    state
+        .sessions
+        .revoke_session(id, Some(auth.user_id), "revoked_by_user")
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn revoke_others(State(state): State<AppState>, AuthUser(auth): AuthUser) -> Result<Json<Value>> {
-    let revoked = state.sessions.revoke_user_sessions(auth.user_id, Some(auth.session_id), "revoked_others").await?;
+async fn revoke_others(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+) -> Result<Json<Value>> {
+    let revoked = state
+        .sessions
+        .revoke_user_sessions(auth.user_id, Some(auth.session_id), "revoked_others")
+        .await?;
     Ok(Json(json!({ "revoked": revoked })))
 }
 
 async fn logout(State(state): State<AppState>, AuthUser(auth): AuthUser) -> Result<StatusCode> {
-    state.sessions.revoke_session(auth.session_id, Some(auth.user_id), "logout").await?;
+    state
+        .sessions
+        .revoke_session(auth.session_id, Some(auth.user_id), "logout")
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn admin_list(State(state): State<AppState>, _client: ServiceClient, Path(id): Path<String>) -> Result<Json<Value>> {
+async fn admin_list(
+    State(state): State<AppState>,
+    _client: ServiceClient,
+    IdSegment(id): IdSegment,
+) -> Result<Json<Value>> {
     let user: UserId = parse_id(&id, "user")?;
     let sessions = state.sessions.admin_list_sessions(user).await?;
     Ok(Json(json!({ "sessions": sessions })))
@@ -54,13 +80,16 @@ async fn admin_list(State(state): State<AppState>, _client: ServiceClient, Path(
 async fn admin_revoke_all(
     State(state): State<AppState>,
     ServiceClient(client): ServiceClient,
-    Path(id): Path<String>,
+    IdSegment(id): IdSegment,
 ) -> Result<Json<Value>> {
     let user: UserId = parse_id(&id, "user")?;
     if state.sessions.store().get_user(user).await?.is_none() {
         return Err(Error::NotFound("user"));
     }
     tracing::info!(client = %client, user_id = %user, "admin revokes all sessions");
-    let revoked = state.sessions.revoke_user_sessions(user, None, "admin_revoked").await?;
+    let revoked = state
+        .sessions
+        .revoke_user_sessions(user, None, "admin_revoked")
+        .await?;
     Ok(Json(json!({ "revoked": revoked })))
 }

@@ -18,7 +18,11 @@ pub struct UserView {
 
 impl From<UserRecord> for UserView {
     fn from(u: UserRecord) -> Self {
-        UserView { id: u.id, email: u.email, created_at: u.created_at }
+        UserView {
+            id: u.id,
+            email: u.email,
+            created_at: u.created_at,
+        }
     }
 }
 
@@ -42,21 +46,38 @@ impl SessionService {
     }
 
     pub async fn user(&self, id: UserId) -> Result<UserView> {
-        let user = self.store.get_user(id).await?.ok_or(Error::InvalidToken("the user of this token no longer exists"))?;
+        let user = self.store.get_user(id).await?.ok_or(Error::InvalidToken(
+            "the user of this token no longer exists",
+        ))?;
         Ok(user.into())
     }
 
     /// Changes the password and revokes every other session of the user.
     #[tracing::instrument(skip_all, fields(user_id = %user))]
-    pub async fn change_password(&self, user: UserId, current_session: SessionId, current: String, new: String) -> Result<()> {
+    pub async fn change_password(
+        &self,
+        user: UserId,
+        current_session: SessionId,
+        current: String,
+        new: String,
+    ) -> Result<()> {
         let current = Password::presented(current).ok_or(Error::WrongPassword)?;
         let new = Password::new_checked(new)?;
-        let record = self.store.get_user(user).await?.ok_or(Error::InvalidToken("the user of this token no longer exists"))?;
-        if !self.hasher.verify(current, Some(record.password_hash)).await? {
+        let record = self.store.get_user(user).await?.ok_or(Error::InvalidToken(
+            "the user of this token no longer exists",
+        ))?;
+        if !self
+            .hasher
+            .verify(current, Some(record.password_hash))
+            .await?
+        {
             return Err(Error::WrongPassword);
         }
         let new_hash = self.hasher.hash(new).await?;
-        let revoked = self.store.change_password(user, &new_hash, current_session, self.clock.now()).await?;
+        let revoked = self
+            .store
+            .change_password(user, &new_hash, current_session, self.clock.now())
+            .await?;
         self.forget(&revoked).await;
         tracing::info!(revoked = revoked.len(), "password changed");
         Ok(())

@@ -16,7 +16,8 @@ fn key_for(previous: &RefreshToken) -> Result<LessSafeKey> {
     // HMAC with a fixed label: unrelated to the SHA-256 the store keeps.
     let label = hmac::Key::new(hmac::HMAC_SHA256, b"authd grace-window key v1");
     let derived = hmac::sign(&label, previous.expose().as_bytes());
-    let unbound = UnboundKey::new(&AES_256_GCM, derived.as_ref()).map_err(|_| Error::Internal("aead key".into()))?;
+    let unbound = UnboundKey::new(&AES_256_GCM, derived.as_ref())
+        .map_err(|_| Error::Internal("aead key".into()))?;
     Ok(LessSafeKey::new(unbound))
 }
 
@@ -36,17 +37,27 @@ pub fn seal(
 ) -> Result<Vec<u8>> {
     let key = key_for(previous)?;
     let mut nonce = [0u8; NONCE_LEN];
-    rng.fill(&mut nonce).map_err(|_| Error::Internal("system random generator failed".into()))?;
+    rng.fill(&mut nonce)
+        .map_err(|_| Error::Internal("system random generator failed".into()))?;
     let mut buf = plaintext.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(session, generation)), &mut buf)
-        .map_err(|_| Error::Internal("sealing the grace answer failed".into()))?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad(session, generation)),
+        &mut buf,
+    )
+    .map_err(|_| Error::Internal("sealing the grace answer failed".into()))?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
     Ok(out)
 }
 
 /// `None` when the ciphertext was not sealed under this token.
-pub fn open(previous: &RefreshToken, session: SessionId, generation: i64, sealed: &[u8]) -> Option<Vec<u8>> {
+pub fn open(
+    previous: &RefreshToken,
+    session: SessionId,
+    generation: i64,
+    sealed: &[u8],
+) -> Option<Vec<u8>> {
     if sealed.len() < NONCE_LEN {
         return None;
     }
@@ -54,7 +65,9 @@ pub fn open(previous: &RefreshToken, session: SessionId, generation: i64, sealed
     let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
     let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
     let mut buf = ciphertext.to_vec();
-    let plain = key.open_in_place(nonce, Aad::from(aad(session, generation)), &mut buf).ok()?;
+    let plain = key
+        .open_in_place(nonce, Aad::from(aad(session, generation)), &mut buf)
+        .ok()?;
     Some(plain.to_vec())
 }
 

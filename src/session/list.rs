@@ -45,10 +45,17 @@ impl SessionView {
 
 impl SessionService {
     /// The caller's live sessions, marking the one it is using.
-    pub async fn list_sessions(&self, user: UserId, current: SessionId) -> Result<Vec<SessionView>> {
+    pub async fn list_sessions(
+        &self,
+        user: UserId,
+        current: SessionId,
+    ) -> Result<Vec<SessionView>> {
         let now = self.clock.now();
         let sessions = self.store.list_live_sessions(user, now, MAX_LISTED).await?;
-        Ok(sessions.into_iter().map(|s| SessionView::from_record(s, Some(current))).collect())
+        Ok(sessions
+            .into_iter()
+            .map(|s| SessionView::from_record(s, Some(current)))
+            .collect())
     }
 
     /// Any user's live sessions, for the admin API. `NotFound` for an unknown user.
@@ -58,6 +65,9 @@ impl SessionService {
         }
         let now = self.clock.now();
         let sessions = self.store.list_live_sessions(user, now, MAX_LISTED).await?;
-        Ok(sessions.into_iter().map(|s| SessionView::from_record(s, None)).collect())
+        Ok(sessions
+            .into_iter()
+            .map(|s| SessionView::from_record(s, None))
+            .collect())
     }
 }

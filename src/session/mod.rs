@@ -80,7 +80,15 @@ impl SessionService {
         clock: Arc<dyn Clock>,
         policy: Policy,
     ) -> Self {
-        SessionService { store, cache, tokens, hasher, clock, policy, rng: SystemRandom::new() }
+        SessionService {
+            store,
+            cache,
+            tokens,
+            hasher,
+            clock,
+            policy,
+            rng: SystemRandom::new(),
+        }
     }
 
     pub fn now(&self) -> OffsetDateTime {
@@ -128,15 +136,27 @@ impl SessionService {
         if !self.session_is_live(claims.sid, claims.sub, now).await? {
             return Err(Error::InvalidToken("the session of this token has ended"));
         }
-        Ok(Authenticated { user_id: claims.sub, session_id: claims.sid, claims })
+        Ok(Authenticated {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            claims,
+        })
     }
 
     /// Cache first; the database decides on a miss, a cache failure, or an
     /// entry that looks expired (its expiry may have moved on by a refresh).
-    pub(crate) async fn session_is_live(&self, sid: SessionId, user: UserId, now: OffsetDateTime) -> Result<bool> {
+    pub(crate) async fn session_is_live(
+        &self,
+        sid: SessionId,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
         match self.cache.get(sid).await {
             Ok(CacheLookup::Revoked) => return Ok(false),
-            Ok(CacheLookup::Live { user_id, expires_at }) if expires_at > now.unix_timestamp() => {
+            Ok(CacheLookup::Live {
+                user_id,
+                expires_at,
+            }) if expires_at > now.unix_timestamp() => {
                 return Ok(user_id == user);
             }
             Ok(_) => metrics::counter!("authd_cache_misses_total").increment(1),
@@ -155,10 +175,21 @@ impl SessionService {
     /// Brings the cache in line with a session just read from the database.
     pub(crate) async fn remember(&self, session: &SessionRecord, now: OffsetDateTime) {
         let result = if session.revoked_at.is_some() {
-            self.cache.mark_revoked(&[session.id], self.marker_ttl(session, now)).await
+            self.cache
+                .mark_revoked(&[session.id], self.marker_ttl(session, now))
+                .await
         } else if session.is_live(now) {
-            let ttl = (session.expires_at - now).unsigned_abs().min(LIVE_CACHE_TTL);
-            self.cache.put_live(session.id, session.user_id, session.expires_at.unix_timestamp(), ttl).await
+            let ttl = (session.expires_at - now)
+                .unsigned_abs()
+                .min(LIVE_CACHE_TTL);
+            self.cache
+                .put_live(
+                    session.id,
+                    session.user_id,
+                    session.expires_at.unix_timestamp(),
+                    ttl,
+                )
+                .await
         } else {
             Ok(())
         };
@@ -170,7 +201,9 @@ impl SessionService {
 
     /// A revocation marker must outlive any cached "live" entry of the session.
     fn marker_ttl(&self, session: &SessionRecord, now: OffsetDateTime) -> Duration {
-        (session.absolute_expires_at - now).unsigned_abs().max(LIVE_CACHE_TTL)
+        (session.absolute_expires_at - now)
+            .unsigned_abs()
+            .max(LIVE_CACHE_TTL)
     }
 
     /// Tells the cache about revocations already committed to the database.
@@ -178,7 +211,11 @@ impl SessionService {
         if ids.is_empty() {
             return;
         }
-        if let Err(e) = self.cache.mark_revoked(ids, self.policy.max_ttl.max(LIVE_CACHE_TTL)).await {
+        if let Err(e) = self
+            .cache
+            .mark_revoked(ids, self.policy.max_ttl.max(LIVE_CACHE_TTL))
+            .await
+        {
             metrics::counter!("authd_cache_fallbacks_total").increment(1);
             tracing::warn!(error = %e, sessions = ids.len(), "could not record revocations in the cache");
         }

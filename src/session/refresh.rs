@@ -50,16 +50,19 @@ impl SessionService {
             Outcome::Issued(response) => {
                 metrics::counter!("authd_refreshes_total", "outcome" => "rotated").increment(1);
                 let mut updated = session;
-                updated.expires_at = (now + secs(self.policy.idle_ttl)).min(updated.absolute_expires_at);
+                updated.expires_at =
+                    (now + secs(self.policy.idle_ttl)).min(updated.absolute_expires_at);
                 self.remember(&updated, now).await;
                 Ok(response)
             }
             Outcome::Replayed(response) => {
-                metrics::counter!("authd_refreshes_total", "outcome" => "grace_replay").increment(1);
+                metrics::counter!("authd_refreshes_total", "outcome" => "grace_replay")
+                    .increment(1);
                 Ok(response)
             }
             Outcome::ReuseDetected => {
-                metrics::counter!("authd_refreshes_total", "outcome" => "reuse_detected").increment(1);
+                metrics::counter!("authd_refreshes_total", "outcome" => "reuse_detected")
+                    .increment(1);
                 tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reuse; session revoked");
                 self.forget(&[session.id]).await;
                 Err(Error::InvalidGrant(INVALID_REFRESH))
@@ -73,7 +76,12 @@ impl SessionService {
     }
 
     /// The rotation rules, applied to the session as it stands under lock.
-    fn decide(&self, c: &RefreshCandidate, presented: &RefreshToken, now: OffsetDateTime) -> (RefreshDecision, Outcome) {
+    fn decide(
+        &self,
+        c: &RefreshCandidate,
+        presented: &RefreshToken,
+        now: OffsetDateTime,
+    ) -> (RefreshDecision, Outcome) {
         let s = &c.session;
         if !s.is_live(now) {
             return (RefreshDecision::NoChange, Outcome::Refused);
@@ -95,7 +103,13 @@ impl SessionService {
                 return (RefreshDecision::NoChange, Outcome::Replayed(response));
             }
         }
-        (RefreshDecision::Revoke { reason: REUSE_REASON, at: now }, Outcome::ReuseDetected)
+        (
+            RefreshDecision::Revoke {
+                reason: REUSE_REASON,
+                at: now,
+            },
+            Outcome::ReuseDetected,
+        )
     }
 
     fn rotate(
@@ -115,7 +129,8 @@ impl SessionService {
             session_id: s.id,
             scope: s.scope.clone(),
         };
-        let plain = serde_json::to_vec(&response).map_err(|e| Error::Internal(format!("encode: {e}")))?;
+        let plain =
+            serde_json::to_vec(&response).map_err(|e| Error::Internal(format!("encode: {e}")))?;
         let sealed = grace::seal(&self.rng, presented, s.id, s.refresh_generation + 1, &plain)?;
         let decision = RefreshDecision::Rotate {
             new_hash: next.hash(),

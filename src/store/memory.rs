@@ -23,7 +23,13 @@ impl Expiry<SessionId, Entry> for EntryTtl {
         Some(value.ttl)
     }
 
-    fn expire_after_update(&self, _: &SessionId, value: &Entry, _: Instant, _: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _: &SessionId,
+        value: &Entry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
 }
@@ -34,7 +40,12 @@ pub struct MemoryCache {
 
 impl MemoryCache {
     pub fn new(max_entries: u64) -> Self {
-        MemoryCache { entries: Cache::builder().max_capacity(max_entries).expire_after(EntryTtl).build() }
+        MemoryCache {
+            entries: Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(EntryTtl)
+                .build(),
+        }
     }
 }
 
@@ -49,17 +60,37 @@ impl SessionCache for MemoryCache {
     }
 
     async fn get(&self, id: SessionId) -> StoreResult<CacheLookup> {
-        Ok(self.entries.get(&id).await.map(|e| e.lookup).unwrap_or(CacheLookup::Miss))
+        Ok(self
+            .entries
+            .get(&id)
+            .await
+            .map(|e| e.lookup)
+            .unwrap_or(CacheLookup::Miss))
     }
 
-    async fn put_live(&self, id: SessionId, user_id: UserId, expires_at: i64, ttl: Duration) -> StoreResult<()> {
-        let entry = Entry { lookup: CacheLookup::Live { user_id, expires_at }, ttl };
+    async fn put_live(
+        &self,
+        id: SessionId,
+        user_id: UserId,
+        expires_at: i64,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let entry = Entry {
+            lookup: CacheLookup::Live {
+                user_id,
+                expires_at,
+            },
+            ttl,
+        };
         // Atomic per key: a revocation marker is never replaced by a live entry.
         self.entries
             .entry(id)
             .and_compute_with(|current| async move {
                 match current.map(|c| c.into_value()) {
-                    Some(Entry { lookup: CacheLookup::Revoked, .. }) => moka::ops::compute::Op::Nop,
+                    Some(Entry {
+                        lookup: CacheLookup::Revoked,
+                        ..
+                    }) => moka::ops::compute::Op::Nop,
                     _ => moka::ops::compute::Op::Put(entry),
                 }
             })
@@ -69,7 +100,15 @@ impl SessionCache for MemoryCache {
 
     async fn mark_revoked(&self, ids: &[SessionId], ttl: Duration) -> StoreResult<()> {
         for id in ids {
-            self.entries.insert(*id, Entry { lookup: CacheLookup::Revoked, ttl }).await;
+            self.entries
+                .insert(
+                    *id,
+                    Entry {
+                        lookup: CacheLookup::Revoked,
+                        ttl,
+                    },
+                )
+                .await;
         }
         Ok(())
     }
@@ -84,10 +123,25 @@ mod tests {
         let cache = MemoryCache::new(100);
         let (sid, uid) = (SessionId::new(), UserId::new());
         assert_eq!(cache.get(sid).await.unwrap(), CacheLookup::Miss);
-        cache.put_live(sid, uid, 10, Duration::from_secs(60)).await.unwrap();
-        assert_eq!(cache.get(sid).await.unwrap(), CacheLookup::Live { user_id: uid, expires_at: 10 });
-        cache.mark_revoked(&[sid], Duration::from_secs(60)).await.unwrap();
-        cache.put_live(sid, uid, 10, Duration::from_secs(60)).await.unwrap();
+        cache
+            .put_live(sid, uid, 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            cache.get(sid).await.unwrap(),
+            CacheLookup::Live {
+                user_id: uid,
+                expires_at: 10
+            }
+        );
+        cache
+            .mark_revoked(&[sid], Duration::from_secs(60))
+            .await
+            .unwrap();
+        cache
+            .put_live(sid, uid, 10, Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(cache.get(sid).await.unwrap(), CacheLookup::Revoked);
     }
 }

@@ -104,13 +104,21 @@ pub trait DurableStore: Send + Sync {
     async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>>;
 
     /// Stores a new session and its first refresh token (generation 0) atomically.
-    async fn create_session(&self, session: &SessionRecord, refresh_hash: &TokenHash) -> StoreResult<()>;
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        refresh_hash: &TokenHash,
+    ) -> StoreResult<()>;
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>>;
     /// The session a refresh token of any generation belongs to, and that generation.
     async fn find_by_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshCandidate>>;
     /// Locks the token's session, asks `decide`, applies the decision, commits.
     /// `None` when no session has ever issued this token.
-    async fn refresh(&self, hash: &TokenHash, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>>;
+    async fn refresh(
+        &self,
+        hash: &TokenHash,
+        decide: &mut Decide<'_>,
+    ) -> StoreResult<Option<RefreshCandidate>>;
 
     /// Revokes one session (of `owner`, when given). Returns the session as it
     /// was found, or `None` when there is no such session (or not the owner's).
@@ -138,7 +146,12 @@ pub trait DurableStore: Send + Sync {
         now: OffsetDateTime,
     ) -> StoreResult<Vec<SessionId>>;
     /// Live sessions, newest first, at most `limit`.
-    async fn list_live_sessions(&self, user: UserId, now: OffsetDateTime, limit: i64) -> StoreResult<Vec<SessionRecord>>;
+    async fn list_live_sessions(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+        limit: i64,
+    ) -> StoreResult<Vec<SessionRecord>>;
     /// Deletes up to `batch` sessions that expired or were revoked before `cutoff`.
     async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64>;
 }
@@ -147,7 +160,10 @@ pub trait DurableStore: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheLookup {
     /// Live as of when it was cached, until `expires_at` (unix seconds).
-    Live { user_id: UserId, expires_at: i64 },
+    Live {
+        user_id: UserId,
+        expires_at: i64,
+    },
     /// Revoked: authoritative, revocations are permanent.
     Revoked,
     Miss,
@@ -159,7 +175,13 @@ pub trait SessionCache: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
     async fn get(&self, id: SessionId) -> StoreResult<CacheLookup>;
     /// Caches a live session for `ttl`. Never hides a revocation marker.
-    async fn put_live(&self, id: SessionId, user_id: UserId, expires_at: i64, ttl: Duration) -> StoreResult<()>;
+    async fn put_live(
+        &self,
+        id: SessionId,
+        user_id: UserId,
+        expires_at: i64,
+        ttl: Duration,
+    ) -> StoreResult<()>;
     /// Records revocations for `ttl` (at least as long as the sessions could have lived).
     async fn mark_revoked(&self, ids: &[SessionId], ttl: Duration) -> StoreResult<()>;
 }

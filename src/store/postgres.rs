@@ -11,7 +11,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError, StoreResult, UserRecord,
+    Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError,
+    StoreResult, UserRecord,
 };
 use crate::config::SecretUrl;
 use crate::domain::{SessionId, TokenHash, UserId};
@@ -35,7 +36,10 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
             let code = db.code().unwrap_or_default();
             // 08: connection exception; 53: insufficient resources; 57: operator
             // intervention (shutdown, statement timeout); 40: serialization/deadlock.
-            if ["08", "53", "57", "40"].iter().any(|class| code.starts_with(class)) {
+            if ["08", "53", "57", "40"]
+                .iter()
+                .any(|class| code.starts_with(class))
+            {
                 StoreError::Unavailable(e.to_string())
             } else {
                 StoreError::Other(e.to_string())
@@ -55,7 +59,12 @@ struct UserRow {
 
 impl From<UserRow> for UserRecord {
     fn from(r: UserRow) -> Self {
-        UserRecord { id: UserId(r.id), email: r.email, password_hash: r.password_hash, created_at: r.created_at }
+        UserRecord {
+            id: UserId(r.id),
+            email: r.email,
+            password_hash: r.password_hash,
+            created_at: r.created_at,
+        }
     }
 }
 
@@ -109,21 +118,32 @@ struct CandidateRow {
     token_generation: i64,
 }
 
-const SESSION_COLUMNS: &str = "s.id, s.user_id, s.client_id, s.scope, s.device_name, s.user_agent, s.ip, \
+const SESSION_COLUMNS: &str =
+    "s.id, s.user_id, s.client_id, s.scope, s.device_name, s.user_agent, s.ip, \
      s.created_at, s.last_used_at, s.expires_at, s.absolute_expires_at, s.refresh_generation, \
      s.rotated_at, s.grace_ciphertext, s.revoked_at, s.revoke_reason";
 
 impl PgStore {
-    pub async fn connect(url: &SecretUrl, max_connections: u32, timeout: Duration) -> StoreResult<Self> {
+    pub async fn connect(
+        url: &SecretUrl,
+        max_connections: u32,
+        timeout: Duration,
+    ) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url.expose())
-            .map_err(|e| StoreError::Other(format!("DATABASE_URL is not a valid Postgres URL: {e}")))?
+            .map_err(|e| {
+                StoreError::Other(format!("DATABASE_URL is not a valid Postgres URL: {e}"))
+            })?
             .options([("statement_timeout", format!("{}", timeout.as_millis()))]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .min_connections(0)
             .acquire_timeout(timeout)
             .connect_lazy_with(options);
-        Ok(PgStore { pool, timeout, description: format!("postgres:{}", url.redacted()) })
+        Ok(PgStore {
+            pool,
+            timeout,
+            description: format!("postgres:{}", url.redacted()),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -131,10 +151,16 @@ impl PgStore {
     }
 
     /// Bounds every call: a hung server must not hang a request.
-    async fn bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> StoreResult<T> {
         match tokio::time::timeout(self.timeout, work).await {
             Ok(result) => result.map_err(classify),
-            Err(_) => Err(StoreError::Unavailable(format!("postgres did not answer within {:?}", self.timeout))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "postgres did not answer within {:?}",
+                self.timeout
+            ))),
         }
     }
 
@@ -167,7 +193,9 @@ impl DurableStore for PgStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.bounded(sqlx::query("SELECT 1").execute(&self.pool)).await.map(|_| ())
+        self.bounded(sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .map(|_| ())
     }
 
     async fn migrate(&self) -> StoreResult<()> {
@@ -176,7 +204,9 @@ impl DurableStore for PgStore {
             Ok(Ok(())) => Ok(()),
             Ok(Err(sqlx::migrate::MigrateError::Execute(e))) => Err(classify(e)),
             Ok(Err(e)) => Err(StoreError::Other(format!("migration failed: {e}"))),
-            Err(_) => Err(StoreError::Unavailable("postgres did not finish migrations in time".into())),
+            Err(_) => Err(StoreError::Unavailable(
+                "postgres did not finish migrations in time".into(),
+            )),
         }
     }
 
@@ -212,9 +242,11 @@ impl DurableStore for PgStore {
     async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
         let row: Option<UserRow> = self
             .bounded(
-                sqlx::query_as("SELECT id, email, password_hash, created_at FROM users WHERE id = $1")
-                    .bind(id.0)
-                    .fetch_optional(&self.pool),
+                sqlx::query_as(
+                    "SELECT id, email, password_hash, created_at FROM users WHERE id = $1",
+                )
+                .bind(id.0)
+                .fetch_optional(&self.pool),
             )
             .await?;
         Ok(row.map(Into::into))
@@ -258,9 +290,11 @@ impl DurableStore for PgStore {
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
         let row: Option<SessionRow> = self
             .bounded(
-                sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1"))
-                    .bind(id.0)
-                    .fetch_optional(&self.pool),
+                sqlx::query_as(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1"
+                ))
+                .bind(id.0)
+                .fetch_optional(&self.pool),
             )
             .await?;
         Ok(row.map(Into::into))
@@ -277,10 +311,17 @@ impl DurableStore for PgStore {
                 .fetch_optional(&self.pool),
             )
             .await?;
-        Ok(row.map(|r| RefreshCandidate { session: r.session.into(), token_generation: r.token_generation }))
+        Ok(row.map(|r| RefreshCandidate {
+            session: r.session.into(),
+            token_generation: r.token_generation,
+        }))
     }
 
-    async fn refresh(&self, hash: &TokenHash, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>> {
+    async fn refresh(
+        &self,
+        hash: &TokenHash,
+        decide: &mut Decide<'_>,
+    ) -> StoreResult<Option<RefreshCandidate>> {
         self.bounded(async {
             let mut tx = self.pool.begin().await?;
             // The row lock on the session serialises every refresh of it, so
@@ -396,14 +437,20 @@ impl DurableStore for PgStore {
                 .bind(user.0)
                 .execute(&mut *tx)
                 .await?;
-            let ids = Self::revoke_others_in(&mut tx, user, Some(keep), "password_changed", now).await?;
+            let ids =
+                Self::revoke_others_in(&mut tx, user, Some(keep), "password_changed", now).await?;
             tx.commit().await?;
             Ok(ids)
         })
         .await
     }
 
-    async fn list_live_sessions(&self, user: UserId, now: OffsetDateTime, limit: i64) -> StoreResult<Vec<SessionRecord>> {
+    async fn list_live_sessions(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+        limit: i64,
+    ) -> StoreResult<Vec<SessionRecord>> {
         let rows: Vec<SessionRow> = self
             .bounded(
                 sqlx::query_as(&format!(

@@ -73,7 +73,9 @@ impl RedisCache {
         }
         // One connect attempt at a time; others fail fast to the database.
         let Ok(_guard) = self.connecting.try_lock() else {
-            return Err(StoreError::Unavailable("redis connection is being established".into()));
+            return Err(StoreError::Unavailable(
+                "redis connection is being established".into(),
+            ));
         };
         if let Some(conn) = self.current() {
             return Ok(conn);
@@ -95,11 +97,17 @@ impl RedisCache {
         self.conn.read().ok().and_then(|c| c.clone())
     }
 
-    async fn bounded<T>(&self, work: impl Future<Output = redis::RedisResult<T>>) -> StoreResult<T> {
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = redis::RedisResult<T>>,
+    ) -> StoreResult<T> {
         match tokio::time::timeout(self.timeout, work).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!("redis: {e}"))),
-            Err(_) => Err(StoreError::Unavailable(format!("redis did not answer within {:?}", self.timeout))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis did not answer within {:?}",
+                self.timeout
+            ))),
         }
     }
 }
@@ -110,8 +118,15 @@ fn parse_entry(raw: Option<String>) -> CacheLookup {
         Some(REVOKED) => CacheLookup::Revoked,
         Some(entry) => {
             let mut parts = entry.splitn(3, ':');
-            match (parts.next(), parts.next().and_then(|u| u.parse().ok()), parts.next().and_then(|e| e.parse().ok())) {
-                (Some("l"), Some(user), Some(expires_at)) => CacheLookup::Live { user_id: UserId(user), expires_at },
+            match (
+                parts.next(),
+                parts.next().and_then(|u| u.parse().ok()),
+                parts.next().and_then(|e| e.parse().ok()),
+            ) {
+                (Some("l"), Some(user), Some(expires_at)) => CacheLookup::Live {
+                    user_id: UserId(user),
+                    expires_at,
+                },
                 // Unreadable entries are treated as absent: the database decides.
                 _ => CacheLookup::Miss,
             }
@@ -127,21 +142,33 @@ impl SessionCache for RedisCache {
 
     async fn ping(&self) -> StoreResult<()> {
         let mut conn = self.connection().await?;
-        self.bounded(redis::cmd("PING").query_async::<String>(&mut conn)).await.map(|_| ())
+        self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
+            .map(|_| ())
     }
 
     async fn get(&self, id: SessionId) -> StoreResult<CacheLookup> {
         let mut conn = self.connection().await?;
-        let raw: Option<String> = self.bounded(redis::cmd("GET").arg(self.key(id)).query_async(&mut conn)).await?;
+        let raw: Option<String> = self
+            .bounded(redis::cmd("GET").arg(self.key(id)).query_async(&mut conn))
+            .await?;
         Ok(parse_entry(raw))
     }
 
-    async fn put_live(&self, id: SessionId, user_id: UserId, expires_at: i64, ttl: Duration) -> StoreResult<()> {
+    async fn put_live(
+        &self,
+        id: SessionId,
+        user_id: UserId,
+        expires_at: i64,
+        ttl: Duration,
+    ) -> StoreResult<()> {
         let mut conn = self.connection().await?;
         let value = format!("l:{user_id}:{expires_at}");
         let mut invocation = self.put_live.key(self.key(id));
         invocation.arg(value).arg(ttl.as_secs().max(1));
-        self.bounded(invocation.invoke_async::<i64>(&mut conn)).await.map(|_| ())
+        self.bounded(invocation.invoke_async::<i64>(&mut conn))
+            .await
+            .map(|_| ())
     }
 
     async fn mark_revoked(&self, ids: &[SessionId], ttl: Duration) -> StoreResult<()> {
@@ -151,7 +178,12 @@ impl SessionCache for RedisCache {
         let mut conn = self.connection().await?;
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("SET").arg(self.key(*id)).arg(REVOKED).arg("EX").arg(ttl.as_secs().max(1)).ignore();
+            pipe.cmd("SET")
+                .arg(self.key(*id))
+                .arg(REVOKED)
+                .arg("EX")
+                .arg(ttl.as_secs().max(1))
+                .ignore();
         }
         self.bounded(pipe.query_async::<()>(&mut conn)).await
     }
@@ -166,7 +198,13 @@ mod tests {
         let u = UserId::new();
         assert_eq!(parse_entry(None), CacheLookup::Miss);
         assert_eq!(parse_entry(Some("r".into())), CacheLookup::Revoked);
-        assert_eq!(parse_entry(Some(format!("l:{u}:17"))), CacheLookup::Live { user_id: u, expires_at: 17 });
+        assert_eq!(
+            parse_entry(Some(format!("l:{u}:17"))),
+            CacheLookup::Live {
+                user_id: u,
+                expires_at: 17
+            }
+        );
         assert_eq!(parse_entry(Some("l:garbage:1".into())), CacheLookup::Miss);
     }
 }

@@ -8,13 +8,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{FromRow, Sqlite, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError, StoreResult, UserRecord,
+    Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError,
+    StoreResult, UserRecord,
 };
 use crate::domain::{SessionId, TokenHash, UserId};
 
@@ -35,9 +38,10 @@ fn from_micros(us: i64) -> StoreResult<OffsetDateTime> {
 
 fn classify(e: sqlx::Error) -> StoreError {
     match &e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => {
-            StoreError::Unavailable(e.to_string())
-        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
         // SQLITE_BUSY / SQLITE_LOCKED: another writer holds the file.
         sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5") | Some("6")) => {
             StoreError::Unavailable(e.to_string())
@@ -117,19 +121,27 @@ struct CandidateRow {
 
 impl CandidateRow {
     fn into_candidate(self) -> StoreResult<RefreshCandidate> {
-        Ok(RefreshCandidate { session: self.session.into_record()?, token_generation: self.token_generation })
+        Ok(RefreshCandidate {
+            session: self.session.into_record()?,
+            token_generation: self.token_generation,
+        })
     }
 }
 
-const SESSION_COLUMNS: &str = "s.id, s.user_id, s.client_id, s.scope, s.device_name, s.user_agent, s.ip, \
+const SESSION_COLUMNS: &str =
+    "s.id, s.user_id, s.client_id, s.scope, s.device_name, s.user_agent, s.ip, \
      s.created_at, s.last_used_at, s.expires_at, s.absolute_expires_at, s.refresh_generation, \
      s.rotated_at, s.grace_ciphertext, s.revoked_at, s.revoke_reason";
 
 impl SqliteStore {
     /// Opens (creating if needed) `<dir>/authd.db`.
     pub async fn open(dir: &Path, timeout: Duration) -> StoreResult<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Other(format!("cannot create data directory {} (AUTHD_DATA_DIR): {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Other(format!(
+                "cannot create data directory {} (AUTHD_DATA_DIR): {e}",
+                dir.display()
+            ))
+        })?;
         let path = dir.join("authd.db");
         let options = SqliteConnectOptions::new()
             .filename(&path)
@@ -143,14 +155,29 @@ impl SqliteStore {
             .acquire_timeout(timeout)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Other(format!("cannot open SQLite database {}: {e}", path.display())))?;
-        Ok(SqliteStore { pool, timeout, description: format!("sqlite:{}", path.display()) })
+            .map_err(|e| {
+                StoreError::Other(format!(
+                    "cannot open SQLite database {}: {e}",
+                    path.display()
+                ))
+            })?;
+        Ok(SqliteStore {
+            pool,
+            timeout,
+            description: format!("sqlite:{}", path.display()),
+        })
     }
 
-    async fn bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> StoreResult<T> {
         match tokio::time::timeout(self.timeout, work).await {
             Ok(result) => result.map_err(classify),
-            Err(_) => Err(StoreError::Unavailable(format!("sqlite did not answer within {:?}", self.timeout))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "sqlite did not answer within {:?}",
+                self.timeout
+            ))),
         }
     }
 
@@ -183,14 +210,21 @@ impl DurableStore for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.bounded(sqlx::query("SELECT 1").execute(&self.pool)).await.map(|_| ())
+        self.bounded(sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .map(|_| ())
     }
 
     async fn migrate(&self) -> StoreResult<()> {
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.pool)
             .await
-            .map_err(|e| StoreError::Other(format!("SQLite migration failed ({}): {e}", self.description)))
+            .map_err(|e| {
+                StoreError::Other(format!(
+                    "SQLite migration failed ({}): {e}",
+                    self.description
+                ))
+            })
     }
 
     async fn create_user(&self, user: &UserRecord, email_normalized: &str) -> StoreResult<bool> {
@@ -225,9 +259,11 @@ impl DurableStore for SqliteStore {
     async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
         let row: Option<UserRow> = self
             .bounded(
-                sqlx::query_as("SELECT id, email, password_hash, created_at FROM users WHERE id = ?1")
-                    .bind(id.0)
-                    .fetch_optional(&self.pool),
+                sqlx::query_as(
+                    "SELECT id, email, password_hash, created_at FROM users WHERE id = ?1",
+                )
+                .bind(id.0)
+                .fetch_optional(&self.pool),
             )
             .await?;
         row.map(UserRow::into_record).transpose()
@@ -271,9 +307,11 @@ impl DurableStore for SqliteStore {
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
         let row: Option<SessionRow> = self
             .bounded(
-                sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1"))
-                    .bind(id.0)
-                    .fetch_optional(&self.pool),
+                sqlx::query_as(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1"
+                ))
+                .bind(id.0)
+                .fetch_optional(&self.pool),
             )
             .await?;
         row.map(SessionRow::into_record).transpose()
@@ -293,7 +331,11 @@ impl DurableStore for SqliteStore {
         row.map(CandidateRow::into_candidate).transpose()
     }
 
-    async fn refresh(&self, hash: &TokenHash, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>> {
+    async fn refresh(
+        &self,
+        hash: &TokenHash,
+        decide: &mut Decide<'_>,
+    ) -> StoreResult<Option<RefreshCandidate>> {
         let row = self
             .bounded(async {
                 let mut tx = self.pool.begin().await?;
@@ -417,14 +459,20 @@ impl DurableStore for SqliteStore {
                 .bind(user.0)
                 .execute(&mut *tx)
                 .await?;
-            let ids = Self::revoke_others_in(&mut tx, user, Some(keep), "password_changed", now).await?;
+            let ids =
+                Self::revoke_others_in(&mut tx, user, Some(keep), "password_changed", now).await?;
             tx.commit().await?;
             Ok(ids)
         })
         .await
     }
 
-    async fn list_live_sessions(&self, user: UserId, now: OffsetDateTime, limit: i64) -> StoreResult<Vec<SessionRecord>> {
+    async fn list_live_sessions(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+        limit: i64,
+    ) -> StoreResult<Vec<SessionRecord>> {
         let rows: Vec<SessionRow> = self
             .bounded(
                 sqlx::query_as(&format!(

@@ -1,0 +1,383 @@
+//! Spawns the real app on a real port against real stores, one isolated
+//! world per test: a fresh Postgres database and Redis key prefix, or a
+//! fresh SQLite directory and in-process cache.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use authd::app::Application;
+use authd::auth::keys::{self, KeyAlg};
+use authd::clock::ShiftedClock;
+use authd::config::{Argon2Config, KeysConfig, SecretUrl, ServeConfig, StoreConfig};
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+pub const SVC_ID: &str = "svc";
+pub const SVC_SECRET: &str = "svc-secret-0123456789";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Postgres + Redis, the production pair.
+    Postgres,
+    /// SQLite file + in-process cache, the default with no servers.
+    Embedded,
+}
+
+pub fn database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    match url.rfind('/') {
+        Some(i) if i > "postgres://".len() => format!("{}/{}", &url[..i], db),
+        _ => format!("{url}/{db}"),
+    }
+}
+
+/// The real Postgres and Redis must be up: tests fail, never skip, without them.
+async fn require_servers() {
+    let mut pg = sqlx::PgConnection::connect(&database_url())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Postgres at {} is required for the tests: {e}",
+                database_url()
+            )
+        });
+    sqlx::query("SELECT 1").execute(&mut pg).await.unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {} is required for the tests: {e}", redis_url()));
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+pub struct Options {
+    pub alg: KeyAlg,
+    pub refresh_grace: Duration,
+    pub argon2_m_kib: u32,
+    pub hash_queue: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        // Cheap argon2 keeps the suite fast; the hash format is the same.
+        Options {
+            alg: KeyAlg::EdDSA,
+            refresh_grace: Duration::from_secs(10),
+            argon2_m_kib: 1024,
+            hash_queue: 256,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub clock: Arc<ShiftedClock>,
+    pub state: authd::http::AppState,
+    pub database: Option<String>,
+    _dirs: Vec<tempfile::TempDir>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, Options::default()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let data_dir = tempfile::tempdir().unwrap();
+        let keys_dir = tempfile::tempdir().unwrap();
+        keys::generate(
+            keys_dir.path(),
+            options.alg,
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        let redis_prefix = format!("authd-test:{unique}:");
+        let (database_url, redis, database) = match backend {
+            Backend::Postgres => {
+                require_servers().await;
+                let name = format!("authd_t_{unique}");
+                let mut admin = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                (
+                    Some(
+                        with_database(&database_url(), &name)
+                            .parse::<SecretUrl>()
+                            .unwrap(),
+                    ),
+                    Some(redis_url().parse::<SecretUrl>().unwrap()),
+                    Some(name),
+                )
+            }
+            Backend::Embedded => (None, None, None),
+        };
+        let config = ServeConfig {
+            store: StoreConfig {
+                database_url,
+                redis_url: redis,
+                redis_prefix: redis_prefix.clone(),
+                data_dir: data_dir.path().to_path_buf(),
+                db_max_connections: 8,
+                db_timeout: Duration::from_secs(3),
+                redis_timeout: Duration::from_millis(250),
+            },
+            keys: KeysConfig {
+                keys_dir: keys_dir.path().to_path_buf(),
+                alg: options.alg,
+            },
+            listen: "127.0.0.1:0".parse().unwrap(),
+            issuer: Some("http://authd.test".into()),
+            audience: "authd-test".into(),
+            default_client_id: "web".into(),
+            access_ttl: Duration::from_secs(900),
+            session_idle_ttl: Duration::from_secs(30 * 86400),
+            session_max_ttl: Duration::from_secs(90 * 86400),
+            refresh_grace: options.refresh_grace,
+            clock_skew: Duration::from_secs(2),
+            clients: format!("{SVC_ID}:{SVC_SECRET}").parse().unwrap(),
+            argon2: Argon2Config {
+                m_kib: options.argon2_m_kib,
+                t: 2,
+                p: 1,
+            },
+            hash_queue: options.hash_queue,
+            migrate_on_start: true,
+            cleanup_interval: Duration::ZERO,
+            cleanup_retention: Duration::from_secs(7 * 86400),
+            request_timeout: Duration::from_secs(10),
+        };
+        let clock = Arc::new(ShiftedClock::default());
+        let app = Application::build(config, clock.clone())
+            .await
+            .expect("app builds");
+        let addr = app.local_addr().unwrap();
+        let state = app.state().clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .user_agent("authd-tests/1.0")
+                .build()
+                .unwrap(),
+            clock,
+            state,
+            database,
+            _dirs: vec![data_dir, keys_dir],
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn register(&self, email: &str) -> Value {
+        let r = self
+            .http
+            .post(self.url("/v1/users"))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "register {email}");
+        r.json().await.unwrap()
+    }
+
+    pub async fn token(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(self.url("/oauth/token"))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Logs in and returns the token response.
+    pub async fn login(&self, email: &str) -> Tokens {
+        let r = self
+            .token(&[
+                ("grant_type", "password"),
+                ("username", email),
+                ("password", PASSWORD),
+            ])
+            .await;
+        assert_eq!(r.status(), 200, "login {email}");
+        r.json::<Value>().await.unwrap().into()
+    }
+
+    /// A registered user with one session.
+    pub async fn user_with_session(&self) -> (String, Tokens) {
+        let email = format!("u{}@example.org", uuid::Uuid::new_v4().simple());
+        self.register(&email).await;
+        let tokens = self.login(&email).await;
+        (email, tokens)
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .await
+    }
+
+    pub async fn get_bearer(&self, path: &str, access: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_bearer(&self, path: &str, access: &str) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn introspect(&self, token: &str) -> Value {
+        let r = self
+            .http
+            .post(self.url("/oauth/introspect"))
+            .basic_auth(SVC_ID, Some(SVC_SECRET))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Every way to use a session: bearer, introspection, refresh. Asserts
+    /// all of them refuse it.
+    pub async fn assert_session_refused(&self, tokens: &Tokens) {
+        assert_eq!(
+            self.get_bearer("/v1/me", &tokens.access).await.status(),
+            401,
+            "bearer still accepted"
+        );
+        assert_eq!(
+            self.introspect(&tokens.access).await,
+            json!({"active": false}),
+            "introspection still active"
+        );
+        assert_eq!(
+            self.introspect(&tokens.refresh).await,
+            json!({"active": false})
+        );
+        let r = self.refresh(&tokens.refresh).await;
+        assert_eq!(r.status(), 400, "refresh still works");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    }
+
+    pub async fn assert_session_accepted(&self, tokens: &Tokens) {
+        assert_eq!(
+            self.get_bearer("/v1/me", &tokens.access).await.status(),
+            200
+        );
+        assert_eq!(self.introspect(&tokens.access).await["active"], true);
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(name) = self.database.take() {
+            // Dropping needs async I/O; do it on a thread of its own so Drop
+            // works inside any runtime.
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async {
+                    if let Ok(mut admin) = sqlx::PgConnection::connect(&database_url()).await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut admin)
+                                .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+    pub session_id: String,
+    pub raw: Value,
+}
+
+impl From<Value> for Tokens {
+    fn from(v: Value) -> Self {
+        Tokens {
+            access: v["access_token"].as_str().unwrap().to_string(),
+            refresh: v["refresh_token"].as_str().unwrap().to_string(),
+            session_id: v["session_id"].as_str().unwrap().to_string(),
+            raw: v,
+        }
+    }
+}
+
+/// Decodes a JWT part without verifying (the tests verify separately).
+pub fn jwt_part(token: &str, index: usize) -> Value {
+    use base64::Engine;
+    let part = token.split('.').nth(index).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Runs each named case against both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+        mod on_embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Embedded).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,17 @@
+//! One integration binary: every test drives the real router over a real
+//! port, against real Postgres + Redis and against the embedded stores.
+
+mod helpers;
+
+mod bad_input;
+mod binary;
+mod cleanup;
+mod introspection;
+mod login;
+mod openapi;
+mod ops;
+mod refresh;
+mod revocation;
+mod sessions;
+mod tokens;
+mod users;

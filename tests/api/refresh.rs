@@ -1,0 +1,162 @@
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, Tokens};
+
+both_backends!(
+    refresh_rotates_within_the_same_session,
+    twenty_concurrent_refreshes_get_one_identical_answer,
+    previous_token_after_the_grace_window_revokes_the_session,
+    older_token_reuse_revokes_even_inside_the_window,
+    idle_timeout_ends_a_session,
+    refresh_never_extends_past_the_absolute_lifetime,
+);
+
+async fn refresh_ok(app: &TestApp, token: &str) -> Tokens {
+    let r = app.refresh(token).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    r.json::<Value>().await.unwrap().into()
+}
+
+async fn refresh_rotates_within_the_same_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, first) = app.user_with_session().await;
+    let second = refresh_ok(&app, &first.refresh).await;
+    assert_eq!(second.session_id, first.session_id);
+    assert_ne!(second.refresh, first.refresh);
+    assert_ne!(second.access, first.access);
+    app.assert_session_accepted(&second).await;
+    // Only the newest refresh token introspects as active.
+    assert_eq!(app.introspect(&second.refresh).await["active"], true);
+    assert_eq!(
+        app.introspect(&first.refresh).await,
+        json!({"active": false})
+    );
+    let third = refresh_ok(&app, &second.refresh).await;
+    assert_eq!(third.session_id, first.session_id);
+    // last_used_at moves with each refresh.
+    let list: Value = app
+        .get_bearer("/v1/sessions", &third.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1);
+}
+
+async fn twenty_concurrent_refreshes_get_one_identical_answer(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, first) = app.user_with_session().await;
+    let answers = join_all((0..20).map(|_| async {
+        let r = app.refresh(&first.refresh).await;
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    }))
+    .await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body, &answers[0].1, "every racer gets the same pair");
+    }
+    let winner: Tokens = answers[0].1.clone().into();
+    // Exactly one live refresh token: the one everybody got.
+    assert_eq!(app.introspect(&winner.refresh).await["active"], true);
+    assert_eq!(
+        app.introspect(&first.refresh).await,
+        json!({"active": false})
+    );
+    let session = app
+        .state
+        .sessions
+        .store()
+        .get_session(winner.session_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.refresh_generation, 1, "one rotation, not twenty");
+    assert!(session.revoked_at.is_none());
+    let next = refresh_ok(&app, &winner.refresh).await;
+    assert_eq!(next.session_id, first.session_id);
+}
+
+async fn previous_token_after_the_grace_window_revokes_the_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, first) = app.user_with_session().await;
+    let second = refresh_ok(&app, &first.refresh).await;
+    app.clock.advance(Duration::from_secs(11));
+    let r = app.refresh(&first.refresh).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    // The thief and the victim are both out.
+    app.assert_session_refused(&second).await;
+    let session = app
+        .state
+        .sessions
+        .store()
+        .get_session(first.session_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        session.revoke_reason.as_deref(),
+        Some("refresh_token_reuse")
+    );
+}
+
+async fn older_token_reuse_revokes_even_inside_the_window(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, t0) = app.user_with_session().await;
+    let t1 = refresh_ok(&app, &t0.refresh).await;
+    let t2 = refresh_ok(&app, &t1.refresh).await;
+    let r = app.refresh(&t0.refresh).await;
+    assert_eq!(r.status(), 400);
+    app.assert_session_refused(&t2).await;
+}
+
+async fn idle_timeout_ends_a_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, t0) = app.user_with_session().await;
+    app.clock.advance(Duration::from_secs(29 * 86400));
+    let t1 = refresh_ok(&app, &t0.refresh).await;
+    app.clock.advance(Duration::from_secs(30 * 86400 + 1));
+    let r = app.refresh(&t1.refresh).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+}
+
+async fn refresh_never_extends_past_the_absolute_lifetime(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, t0) = app.user_with_session().await;
+    let created = app
+        .state
+        .sessions
+        .store()
+        .get_session(t0.session_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let absolute = created.created_at + time::Duration::days(90);
+    let mut current = t0;
+    for _ in 0..3 {
+        app.clock.advance(Duration::from_secs(29 * 86400));
+        current = refresh_ok(&app, &current.refresh).await;
+    }
+    // Day 87: the session may live 3 more days, not 30.
+    let s = app
+        .state
+        .sessions
+        .store()
+        .get_session(current.session_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.expires_at.unix_timestamp(), absolute.unix_timestamp());
+    let exp = crate::helpers::jwt_part(&current.access, 1)["exp"]
+        .as_i64()
+        .unwrap();
+    assert!(exp <= absolute.unix_timestamp());
+    app.clock.advance(Duration::from_secs(3 * 86400 + 1));
+    assert_eq!(app.refresh(&current.refresh).await.status(), 400);
+}
