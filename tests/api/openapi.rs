@@ -36,16 +36,20 @@ fn routed() -> BTreeSet<String> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/http");
     let mut ops = BTreeSet::new();
     for entry in std::fs::read_dir(dir).unwrap() {
-        let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        for line in source.lines() {
-            let Some(rest) = line.trim().strip_prefix(".route(\"") else {
-                continue;
-            };
-            let (path, handlers) = rest.split_once('"').unwrap();
+        let source: String = std::fs::read_to_string(entry.unwrap().path())
+            .unwrap()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        for chunk in source.split(".route(\"").skip(1) {
+            let (path, rest) = chunk.split_once('"').unwrap();
+            // A route's handlers end where its router function does.
+            let handlers = rest.split('}').next().unwrap();
+            let handlers = handlers.split(".route(").next().unwrap();
             for method in METHODS {
-                let called = handlers.starts_with(&format!(", {method}("))
-                    || handlers.contains(&format!(".{method}("));
-                if called {
+                if handlers.starts_with(&format!(",{method}("))
+                    || handlers.contains(&format!(".{method}("))
+                {
                     ops.insert(format!("{} {}", method.to_uppercase(), path));
                 }
             }
