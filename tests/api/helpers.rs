@@ -85,6 +85,7 @@ pub struct TestApp {
     pub clock: Arc<ShiftedClock>,
     pub state: authd::http::AppState,
     pub database: Option<String>,
+    pub redis_prefix: String,
     _dirs: Vec<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -180,6 +181,7 @@ impl TestApp {
             clock,
             state,
             database,
+            redis_prefix,
             _dirs: vec![data_dir, keys_dir],
             shutdown: Some(tx),
         }
@@ -306,6 +308,7 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        let prefix = std::mem::take(&mut self.redis_prefix);
         if let Some(name) = self.database.take() {
             // Dropping needs async I/O; do it on a thread of its own so Drop
             // works inside any runtime.
@@ -322,6 +325,19 @@ impl Drop for TestApp {
                             sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                                 .execute(&mut admin)
                                 .await;
+                    }
+                    if let Ok(client) = redis::Client::open(redis_url()) {
+                        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                            let keys: Vec<String> = redis::cmd("KEYS")
+                                .arg(format!("{prefix}*"))
+                                .query_async(&mut conn)
+                                .await
+                                .unwrap_or_default();
+                            if !keys.is_empty() {
+                                let _: redis::RedisResult<()> =
+                                    redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                            }
+                        }
                     }
                 });
             })
