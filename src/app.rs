@@ -16,6 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ServeConfig, StoreConfig};
 use crate::http::{self, AppState};
 use crate::session::{Policy, SessionService};
+use crate::store::guarded::GuardedCache;
 use crate::store::memory::MemoryCache;
 use crate::store::postgres::PgStore;
 use crate::store::redis::RedisCache;
@@ -45,18 +46,14 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// Opens the durable store named by the configuration.
 pub async fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn DurableStore>> {
     Ok(match &config.database_url {
-        Some(url) => {
-            Arc::new(PgStore::connect(url, config.db_max_connections, config.db_timeout).await?)
-        }
+        Some(url) => Arc::new(PgStore::connect(url, config.db_max_connections, config.db_timeout).await?),
         None => Arc::new(SqliteStore::open(&config.data_dir, config.db_timeout).await?),
     })
 }
 
 pub async fn open_cache(config: &StoreConfig) -> anyhow::Result<Arc<dyn SessionCache>> {
     Ok(match &config.redis_url {
-        Some(url) => {
-            Arc::new(RedisCache::connect(url, &config.redis_prefix, config.redis_timeout).await?)
-        }
+        Some(url) => Arc::new(RedisCache::connect(url, &config.redis_prefix, config.redis_timeout).await?),
         None => Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES)),
     })
 }
@@ -78,7 +75,10 @@ impl Application {
         if config.migrate_on_start {
             store.migrate().await?;
         }
-        let cache = open_cache(&config.store).await?;
+        let marker_ttl = config.session_max_ttl.max(Duration::from_secs(3600));
+        let guarded = GuardedCache::new(open_cache(&config.store).await?, store.clone(), marker_ttl);
+        guarded.settle(Duration::from_secs(1)).await;
+        let cache: Arc<dyn SessionCache> = Arc::new(guarded);
 
         let overlap = config.access_ttl + config.clock_skew;
         let mut key_set = KeySet::load_or_empty(&config.keys.keys_dir, overlap)?;
@@ -93,10 +93,7 @@ impl Application {
             tracing::warn!(kid, dir = %config.keys.keys_dir.display(), "no signing key found; generated a development key");
             key_set = KeySet::load(&config.keys.keys_dir, overlap)?;
         }
-        let active = key_set
-            .active()
-            .map(|k| k.alg.to_string())
-            .unwrap_or_default();
+        let active = key_set.active().map(|k| k.alg.to_string()).unwrap_or_default();
         tracing::info!(
             "store={} cache={} keys={} ({} key{}, {})",
             store.describe(),
@@ -118,9 +115,7 @@ impl Application {
             config.clock_skew,
         ));
         let params = config.argon2.params().map_err(anyhow::Error::msg)?;
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let hasher = PasswordHasher::new(params, workers, config.hash_queue)?;
         let policy = Policy {
             access_ttl: config.access_ttl,
@@ -129,18 +124,16 @@ impl Application {
             refresh_grace: config.refresh_grace,
             default_client_id: config.default_client_id.clone(),
         };
-        let sessions = Arc::new(SessionService::new(
-            store, cache, tokens, hasher, clock, policy,
-        ));
+        let sessions = Arc::new(SessionService::new(store, cache, tokens, hasher, clock, policy));
         let state = AppState {
             sessions,
             clients: Arc::new(config.clients.clone()),
             metrics: metrics_handle(),
             request_timeout: config.request_timeout,
         };
-        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-            anyhow::anyhow!("cannot listen on {} (AUTHD_LISTEN): {e}", config.listen)
-        })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {} (AUTHD_LISTEN): {e}", config.listen))?;
         Ok(Application {
             listener,
             state,
@@ -177,10 +170,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then stops accepting and gives
     /// in-flight requests a bounded time to finish.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let cleanup = self.spawn_cleanup();
         let addr = self.local_addr()?;
         tracing::info!(%addr, "authd listening");

@@ -89,8 +89,7 @@ fn keys_overlap() -> std::time::Duration {
     let skew = std::env::var("AUTHD_CLOCK_SKEW")
         .ok()
         .and_then(|v| crate::config::parse_duration(&v).ok());
-    access.unwrap_or(std::time::Duration::from_secs(900))
-        + skew.unwrap_or(std::time::Duration::from_secs(2))
+    access.unwrap_or(std::time::Duration::from_secs(900)) + skew.unwrap_or(std::time::Duration::from_secs(2))
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -112,13 +111,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             config.validate().map_err(anyhow::Error::msg)?;
             let store = app::open_store(&config.store).await?;
             let deleted = {
-                let now = OffsetDateTime::now_utc()
-                    - time::Duration::seconds(config.cleanup_retention.as_secs() as i64);
+                let now =
+                    OffsetDateTime::now_utc() - time::Duration::seconds(config.cleanup_retention.as_secs() as i64);
                 let mut total = 0u64;
                 loop {
-                    let n = store
-                        .delete_ended_sessions(now, crate::session::cleanup::BATCH)
-                        .await?;
+                    let n = store.delete_ended_sessions(now, crate::session::cleanup::BATCH).await?;
                     total += n;
                     if n < crate::session::cleanup::BATCH as u64 {
                         break total;
@@ -138,11 +135,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let kid = keys::generate(&config.keys_dir, config.alg, OffsetDateTime::now_utc())?;
-            println!(
-                "generated {kid} ({}) in {}",
-                config.alg,
-                config.keys_dir.display()
-            );
+            println!("generated {kid} ({}) in {}", config.alg, config.keys_dir.display());
             Ok(())
         }
         Command::Keys(KeysCommand::Rotate(config)) => {

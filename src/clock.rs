@@ -6,8 +6,7 @@ use time::OffsetDateTime;
 
 /// Microseconds: what both databases keep, so a time read back equals the one written.
 pub fn truncate_to_micros(t: OffsetDateTime) -> OffsetDateTime {
-    t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
-        .unwrap_or(t)
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
 }
 
 pub trait Clock: Send + Sync {
@@ -31,14 +30,12 @@ pub struct ShiftedClock {
 
 impl ShiftedClock {
     pub fn advance(&self, by: std::time::Duration) {
-        self.offset_secs
-            .fetch_add(by.as_secs() as i64, Ordering::SeqCst);
+        self.offset_secs.fetch_add(by.as_secs() as i64, Ordering::SeqCst);
     }
 }
 
 impl Clock for ShiftedClock {
     fn now(&self) -> OffsetDateTime {
-        truncate_to_micros(OffsetDateTime::now_utc())
-            + time::Duration::seconds(self.offset_secs.load(Ordering::SeqCst))
+        truncate_to_micros(OffsetDateTime::now_utc()) + time::Duration::seconds(self.offset_secs.load(Ordering::SeqCst))
     }
 }

@@ -17,8 +17,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     if let Ok(secs) = raw.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(raw)
-        .map_err(|e| format!("`{raw}` is not a duration ({e}); use seconds or e.g. 15m, 30d"))
+    humantime::parse_duration(raw).map_err(|e| format!("`{raw}` is not a duration ({e}); use seconds or e.g. 15m, 30d"))
 }
 
 /// A database or Redis URL whose password is hidden when printed.
@@ -165,9 +164,7 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     pub fn issuer(&self) -> String {
-        self.issuer
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+        self.issuer.clone().unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
     /// Cross-field checks clap cannot express.
@@ -194,11 +191,7 @@ impl ServeConfig {
 #[derive(Args, Debug, Clone)]
 pub struct Argon2Config {
     /// argon2id memory cost in KiB.
-    #[arg(
-        long = "argon2-m-kib",
-        env = "AUTHD_ARGON2_M_KIB",
-        default_value_t = 19456
-    )]
+    #[arg(long = "argon2-m-kib", env = "AUTHD_ARGON2_M_KIB", default_value_t = 19456)]
     pub m_kib: u32,
     /// argon2id iterations.
     #[arg(long = "argon2-t", env = "AUTHD_ARGON2_T", default_value_t = 2)]

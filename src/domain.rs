@@ -80,10 +80,7 @@ impl Email {
         let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(invalid());
         };
-        if local.is_empty()
-            || domain.is_empty()
-            || trimmed.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        if local.is_empty() || domain.is_empty() || trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid());
         }
         Ok(Email(trimmed.to_string()))
@@ -211,9 +208,7 @@ impl ClientId {
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let ok = !raw.is_empty()
             && raw.len() <= MAX_CLIENT_ID_LEN
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:~".contains(&b));
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:~".contains(&b));
         if ok {
             Ok(ClientId(raw.to_string()))
         } else {
@@ -235,8 +230,7 @@ pub fn parse_scope(raw: &str) -> Result<Option<String>, Error> {
             "scope must be at most {MAX_SCOPE_LEN} bytes"
         )));
     }
-    let valid_char =
-        |c: char| c == '\x21' || ('\x23'..='\x5b').contains(&c) || ('\x5d'..='\x7e').contains(&c);
+    let valid_char = |c: char| c == '\x21' || ('\x23'..='\x5b').contains(&c) || ('\x5d'..='\x7e').contains(&c);
     let mut parts: Vec<&str> = raw.split(' ').filter(|p| !p.is_empty()).collect();
     if parts.iter().any(|p| !p.chars().all(valid_char)) {
         return Err(Error::InvalidRequest(
@@ -303,9 +297,7 @@ impl std::str::FromStr for ClientCredentials {
                 return Err("client id and secret must not be empty".into());
             }
             if secret.len() < 16 {
-                return Err(format!(
-                    "the secret of client `{id}` must be at least 16 characters"
-                ));
+                return Err(format!("the secret of client `{id}` must be at least 16 characters"));
             }
             clients.push(ServiceClient {
                 id: id.to_string(),
@@ -332,9 +324,7 @@ mod tests {
     fn email_needs_exactly_one_at_with_both_sides() {
         assert!(Email::parse("  Ann@Example.org ").is_ok());
         assert_eq!(
-            Email::parse(" Ann@Example.org")
-                .map(|e| e.normalized())
-                .ok(),
+            Email::parse(" Ann@Example.org").map(|e| e.normalized()).ok(),
             Some("ann@example.org".into())
         );
         for bad in ["", "ann", "@x", "ann@", "a@b@c", "a b@c", "   "] {
@@ -367,9 +357,7 @@ mod tests {
 
     #[test]
     fn clients_verify_only_exact_pairs() {
-        let c: ClientCredentials = "svc:0123456789abcdef,other:fedcba9876543210"
-            .parse()
-            .unwrap();
+        let c: ClientCredentials = "svc:0123456789abcdef,other:fedcba9876543210".parse().unwrap();
         assert_eq!(c.verify("svc", "0123456789abcdef"), Some("svc"));
         assert_eq!(c.verify("svc", "fedcba9876543210"), None);
         assert_eq!(c.verify("nobody", "0123456789abcdef"), None);
@@ -379,10 +367,7 @@ mod tests {
 
     #[test]
     fn scope_is_normalised() {
-        assert_eq!(
-            parse_scope("  read  write ").unwrap(),
-            Some("read write".into())
-        );
+        assert_eq!(parse_scope("  read  write ").unwrap(), Some("read write".into()));
         assert_eq!(parse_scope("").unwrap(), None);
         assert!(parse_scope("a\"b").is_err());
     }

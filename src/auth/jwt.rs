@@ -50,13 +50,7 @@ pub struct TokenIssuer {
 }
 
 impl TokenIssuer {
-    pub fn new(
-        keys: Arc<KeySet>,
-        issuer: String,
-        audience: String,
-        access_ttl: Duration,
-        skew: Duration,
-    ) -> Self {
+    pub fn new(keys: Arc<KeySet>, issuer: String, audience: String, access_ttl: Duration, skew: Duration) -> Self {
         TokenIssuer {
             keys,
             issuer,
@@ -85,26 +79,20 @@ impl TokenIssuer {
     /// Verifies signature and claims. The `kid` picks the key and the key
     /// pins the algorithm; `jku`, `x5u`, `jwk` and `x5c` headers are never
     /// consulted.
-    pub fn verify(
-        &self,
-        token: &str,
-        now: OffsetDateTime,
-    ) -> std::result::Result<AccessClaims, Rejection> {
+    pub fn verify(&self, token: &str, now: OffsetDateTime) -> std::result::Result<AccessClaims, Rejection> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(Rejection::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
-        let typ_ok = header.typ.as_deref().is_some_and(|t| {
-            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
-        });
+        let typ_ok = header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt"));
         if !typ_ok {
             return Err(Rejection::WrongType);
         }
         let kid = header.kid.as_deref().ok_or(Rejection::UnknownKey)?;
-        let key = self
-            .keys
-            .verifying_key(kid, now)
-            .ok_or(Rejection::UnknownKey)?;
+        let key = self.keys.verifying_key(kid, now).ok_or(Rejection::UnknownKey)?;
         if header.alg != key.alg.jwt() {
             return Err(Rejection::WrongAlgorithm);
         }

@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom as AwsRandom;
-use aws_lc_rs::signature::{
-    EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING,
-};
+use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
@@ -154,12 +152,7 @@ fn der_to_pem(der: &[u8]) -> String {
     out
 }
 
-fn load_key(
-    path: &Path,
-    kid: &str,
-    alg: KeyAlg,
-    created_at: OffsetDateTime,
-) -> anyhow::Result<SigningKey> {
+fn load_key(path: &Path, kid: &str, alg: KeyAlg, created_at: OffsetDateTime) -> anyhow::Result<SigningKey> {
     let pem = std::fs::read_to_string(path)?;
     let der = pem_to_der(&pem)?;
     let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
@@ -189,13 +182,12 @@ fn load_key(
             )
         }
         KeyAlg::RS256 => {
-            let pair = aws_lc_rs::rsa::KeyPair::from_pkcs8(&der)
-                .map_err(|e| anyhow::anyhow!("not an RSA PKCS#8 key: {e}"))?;
+            let pair =
+                aws_lc_rs::rsa::KeyPair::from_pkcs8(&der).map_err(|e| anyhow::anyhow!("not an RSA PKCS#8 key: {e}"))?;
             if pair.public_modulus_len() < 256 {
                 anyhow::bail!("RSA keys must be at least 2048 bits");
             }
-            let components =
-                aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+            let components = aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
             let (n, e) = (b64(&components.n), b64(&components.e));
             (
                 EncodingKey::from_rsa_pem(pem.as_bytes())?,
@@ -222,19 +214,15 @@ fn load_key(
 impl KeySet {
     /// Loads every `<kid>.pem` of `dir`. Other files (README, .gitignore) are ignored.
     pub fn load(dir: &Path, overlap: Duration) -> anyhow::Result<KeySet> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| anyhow::anyhow!("cannot read keys directory {}: {e}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("cannot read keys directory {}: {e}", dir.display()))?;
         let mut keys = Vec::new();
         for entry in entries {
             let path = entry?.path();
             if path.extension().and_then(|e| e.to_str()) != Some("pem") {
                 continue;
             }
-            let Some(kid) = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .map(str::to_string)
-            else {
+            let Some(kid) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
                 continue;
             };
             let Some((alg, created_at)) = parse_kid(&kid) else {
@@ -315,8 +303,7 @@ impl KeySet {
 
 /// Creates a new key file and returns its kid. Private keys are written 0600.
 pub fn generate(dir: &Path, alg: KeyAlg, now: OffsetDateTime) -> anyhow::Result<String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| anyhow::anyhow!("cannot create keys directory {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create keys directory {}: {e}", dir.display()))?;
     let mut suffix = [0u8; 3];
     SystemRandom::new()
         .fill(&mut suffix)
@@ -342,9 +329,8 @@ pub fn generate(dir: &Path, alg: KeyAlg, now: OffsetDateTime) -> anyhow::Result<
         KeyAlg::RS256 => {
             let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
                 .map_err(|_| anyhow::anyhow!("RSA key generation failed"))?;
-            let der: aws_lc_rs::encoding::Pkcs8V1Der<'static> = pair
-                .as_der()
-                .map_err(|_| anyhow::anyhow!("RSA key encoding failed"))?;
+            let der: aws_lc_rs::encoding::Pkcs8V1Der<'static> =
+                pair.as_der().map_err(|_| anyhow::anyhow!("RSA key encoding failed"))?;
             der.as_ref().to_vec()
         }
     };
@@ -383,9 +369,7 @@ pub fn describe(set: &KeySet, now: OffsetDateTime) -> Vec<String> {
                         until.format(&Rfc3339).unwrap_or_default()
                     )
                 }
-                KeyStatus::Expired => {
-                    "expired (no valid token can use it; safe to delete)".to_string()
-                }
+                KeyStatus::Expired => "expired (no valid token can use it; safe to delete)".to_string(),
             };
             format!("{}  {}  {}", k.kid, k.alg, status)
         })
@@ -428,15 +412,9 @@ mod tests {
         let new = generate(dir.path(), KeyAlg::EdDSA, t1).unwrap();
         let set = KeySet::load(dir.path(), Duration::from_secs(900)).unwrap();
         assert_eq!(set.active().unwrap().kid, new);
-        assert!(set
-            .verifying_key(&old, t1 + time::Duration::minutes(14))
-            .is_some());
-        assert!(set
-            .verifying_key(&old, t1 + time::Duration::minutes(16))
-            .is_none());
-        assert!(set
-            .verifying_key(&new, t1 + time::Duration::days(400))
-            .is_some());
+        assert!(set.verifying_key(&old, t1 + time::Duration::minutes(14)).is_some());
+        assert!(set.verifying_key(&old, t1 + time::Duration::minutes(16)).is_none());
+        assert!(set.verifying_key(&new, t1 + time::Duration::days(400)).is_some());
     }
 
     #[test]

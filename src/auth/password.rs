@@ -49,8 +49,7 @@ impl PasswordHasher {
     pub async fn hash(&self, password: Password) -> Result<String> {
         let argon = self.argon.clone();
         let rng = self.rng.clone();
-        self.run(move || hash_blocking(&argon, &rng, password.expose()))
-            .await?
+        self.run(move || hash_blocking(&argon, &rng, password.expose())).await?
     }
 
     /// Whether `password` matches `stored`; with no stored hash (unknown user)
@@ -64,9 +63,7 @@ impl PasswordHasher {
                 let Ok(parsed) = PasswordHash::new(&phc) else {
                     return false;
                 };
-                argon
-                    .verify_password(password.expose().as_bytes(), &parsed)
-                    .is_ok()
+                argon.verify_password(password.expose().as_bytes(), &parsed).is_ok()
             })
             .await?;
         Ok(known && matched)
@@ -80,9 +77,7 @@ impl PasswordHasher {
             .map_err(|_| Error::Unavailable("password hashing queue is full".into()))?;
         let _worker = tokio::time::timeout(QUEUE_WAIT, self.workers.clone().acquire_owned())
             .await
-            .map_err(|_| {
-                Error::Unavailable("timed out waiting for a password hashing thread".into())
-            })?
+            .map_err(|_| Error::Unavailable("timed out waiting for a password hashing thread".into()))?
             .map_err(|_| Error::Internal("password hashing pool closed".into()))?;
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || span.in_scope(work))
@@ -96,8 +91,7 @@ fn hash_blocking(argon: &Argon2<'static>, rng: &SystemRandom, password: &str) ->
     let mut salt = [0u8; 16];
     rng.fill(&mut salt)
         .map_err(|_| Error::Internal("system random generator failed".into()))?;
-    let salt = SaltString::encode_b64(&salt)
-        .map_err(|e| Error::Internal(format!("salt encoding: {e}")))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| Error::Internal(format!("salt encoding: {e}")))?;
     argon
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -129,9 +123,6 @@ mod tests {
         let h = PasswordHasher::new(Params::new(8192, 4, 1, None).unwrap(), 1, 0).unwrap();
         let pw = Password::new_checked("correct horse".into()).unwrap();
         let (a, b) = tokio::join!(h.hash(pw.clone()), h.hash(pw));
-        assert!(
-            a.is_ok() ^ b.is_ok(),
-            "exactly one of two hashes should be admitted"
-        );
+        assert!(a.is_ok() ^ b.is_ok(), "exactly one of two hashes should be admitted");
     }
 }

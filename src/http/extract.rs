@@ -23,12 +23,7 @@ enum BodyKind {
 
 fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
     let raw = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    let essence = raw
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match essence.as_str() {
         "application/x-www-form-urlencoded" => Some(BodyKind::Form),
         "application/json" => Some(BodyKind::Json),
@@ -47,8 +42,7 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Err
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::InvalidRequest(format!("malformed JSON body: {}", short(&e))))
+    serde_json::from_slice(bytes).map_err(|e| Error::InvalidRequest(format!("malformed JSON body: {}", short(&e))))
 }
 
 /// serde's messages may quote input; keep them short and single-line.
@@ -76,9 +70,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OAuthBody<T> {
         ))?;
         let bytes = read_body(req, state).await?;
         let value = match kind {
-            BodyKind::Form => serde_urlencoded::from_bytes(&bytes).map_err(|e| {
-                Error::InvalidRequest(format!("malformed form body: {}", short(&e)))
-            })?,
+            BodyKind::Form => serde_urlencoded::from_bytes(&bytes)
+                .map_err(|e| Error::InvalidRequest(format!("malformed form body: {}", short(&e))))?,
             BodyKind::Json => parse_json(&bytes)?,
         };
         Ok(OAuthBody(value))
@@ -132,11 +125,7 @@ fn bearer(parts: &Parts) -> Result<&str, Error> {
         .to_str()
         .map_err(|_| Error::InvalidToken("malformed Authorization header"))?;
     match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(token.trim())
-        }
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
         _ => Err(Error::InvalidToken("missing bearer token")),
     }
 }
@@ -187,16 +176,11 @@ where
         if !scheme.eq_ignore_ascii_case("basic") || encoded.len() > 1024 {
             return Err(Error::InvalidClient);
         }
-        let decoded = STANDARD
-            .decode(encoded.trim())
-            .map_err(|_| Error::InvalidClient)?;
+        let decoded = STANDARD.decode(encoded.trim()).map_err(|_| Error::InvalidClient)?;
         let decoded = String::from_utf8(decoded).map_err(|_| Error::InvalidClient)?;
         let (id, secret) = decoded.split_once(':').ok_or(Error::InvalidClient)?;
         let (id, secret) = (form_decode(id), form_decode(secret));
-        let client = state
-            .clients
-            .verify(&id, &secret)
-            .ok_or(Error::InvalidClient)?;
+        let client = state.clients.verify(&id, &secret).ok_or(Error::InvalidClient)?;
         Ok(ServiceClient(client.to_string()))
     }
 }
@@ -209,10 +193,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdSegment {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(id) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|_| Error::NotFound("resource"))?;
+        let axum::extract::Path(id) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Error::NotFound("resource"))?;
         Ok(IdSegment(id))
     }
 }

@@ -46,14 +46,20 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), bounded_and_counted))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(CatchPanicLayer::custom(|_| Error::Internal("handler panicked".into()).into_response()))
+        .layer(CatchPanicLayer::custom(|_| {
+            Error::Internal("handler panicked".into()).into_response()
+        }))
         .layer(SetResponseHeaderLayer::if_not_present(
             HeaderName::from_static("x-content-type-options"),
             HeaderValue::from_static("nosniff"),
         ))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let request_id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             // The path only: never the query string or headers, which may carry secrets.
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
         }))
@@ -66,8 +72,7 @@ async fn not_found() -> Error {
 }
 
 async fn method_not_allowed() -> Response {
-    let mut response =
-        Error::InvalidRequest("method not allowed on this route".into()).into_response();
+    let mut response = Error::InvalidRequest("method not allowed on this route".into()).into_response();
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
 }

@@ -87,10 +87,7 @@ struct TokenParam {
     token_type_hint: Option<String>,
 }
 
-async fn revoke(
-    State(state): State<AppState>,
-    OAuthBody(req): OAuthBody<TokenParam>,
-) -> Result<Response> {
+async fn revoke(State(state): State<AppState>, OAuthBody(req): OAuthBody<TokenParam>) -> Result<Response> {
     let token = required(req.token, "token")?;
     state.sessions.revoke_token(&token).await?;
     Ok(no_store(json!({})))
@@ -109,10 +106,9 @@ async fn introspect(
 async fn jwks(State(state): State<AppState>) -> Response {
     let keys = state.sessions.tokens().keys().jwks(state.sessions.now());
     let mut response = Json(keys).into_response();
-    response.headers_mut().insert(
-        CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     response
 }
 

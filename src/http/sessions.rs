@@ -28,10 +28,7 @@ fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T> {
 }
 
 async fn list(State(state): State<AppState>, AuthUser(auth): AuthUser) -> Result<Json<Value>> {
-    let sessions = state
-        .sessions
-        .list_sessions(auth.user_id, auth.session_id)
-        .await?;
+    let sessions = state.sessions.list_sessions(auth.user_id, auth.session_id).await?;
     Ok(Json(json!({ "sessions": sessions })))
 }
 
@@ -48,10 +45,7 @@ async fn revoke_one(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn revoke_others(
-    State(state): State<AppState>,
-    AuthUser(auth): AuthUser,
-) -> Result<Json<Value>> {
+async fn revoke_others(State(state): State<AppState>, AuthUser(auth): AuthUser) -> Result<Json<Value>> {
     let revoked = state
         .sessions
         .revoke_user_sessions(auth.user_id, Some(auth.session_id), "revoked_others")
@@ -87,9 +81,6 @@ async fn admin_revoke_all(
         return Err(Error::NotFound("user"));
     }
     tracing::info!(client = %client, user_id = %user, "admin revokes all sessions");
-    let revoked = state
-        .sessions
-        .revoke_user_sessions(user, None, "admin_revoked")
-        .await?;
+    let revoked = state.sessions.revoke_user_sessions(user, None, "admin_revoked").await?;
     Ok(Json(json!({ "revoked": revoked })))
 }

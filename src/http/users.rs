@@ -25,10 +25,7 @@ struct Registration {
     password: String,
 }
 
-async fn register(
-    State(state): State<AppState>,
-    AppJson(req): AppJson<Registration>,
-) -> Result<impl IntoResponse> {
+async fn register(State(state): State<AppState>, AppJson(req): AppJson<Registration>) -> Result<impl IntoResponse> {
     let user = state.sessions.register(&req.email, req.password).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
@@ -50,12 +47,7 @@ async fn change_password(
 ) -> Result<StatusCode> {
     state
         .sessions
-        .change_password(
-            auth.user_id,
-            auth.session_id,
-            req.current_password,
-            req.new_password,
-        )
+        .change_password(auth.user_id, auth.session_id, req.current_password, req.new_password)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -46,9 +46,11 @@ impl SessionService {
     }
 
     pub async fn user(&self, id: UserId) -> Result<UserView> {
-        let user = self.store.get_user(id).await?.ok_or(Error::InvalidToken(
-            "the user of this token no longer exists",
-        ))?;
+        let user = self
+            .store
+            .get_user(id)
+            .await?
+            .ok_or(Error::InvalidToken("the user of this token no longer exists"))?;
         Ok(user.into())
     }
 
@@ -63,14 +65,12 @@ impl SessionService {
     ) -> Result<()> {
         let current = Password::presented(current).ok_or(Error::WrongPassword)?;
         let new = Password::new_checked(new)?;
-        let record = self.store.get_user(user).await?.ok_or(Error::InvalidToken(
-            "the user of this token no longer exists",
-        ))?;
-        if !self
-            .hasher
-            .verify(current, Some(record.password_hash))
+        let record = self
+            .store
+            .get_user(user)
             .await?
-        {
+            .ok_or(Error::InvalidToken("the user of this token no longer exists"))?;
+        if !self.hasher.verify(current, Some(record.password_hash)).await? {
             return Err(Error::WrongPassword);
         }
         let new_hash = self.hasher.hash(new).await?;

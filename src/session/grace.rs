@@ -16,8 +16,7 @@ fn key_for(previous: &RefreshToken) -> Result<LessSafeKey> {
     // HMAC with a fixed label: unrelated to the SHA-256 the store keeps.
     let label = hmac::Key::new(hmac::HMAC_SHA256, b"authd grace-window key v1");
     let derived = hmac::sign(&label, previous.expose().as_bytes());
-    let unbound = UnboundKey::new(&AES_256_GCM, derived.as_ref())
-        .map_err(|_| Error::Internal("aead key".into()))?;
+    let unbound = UnboundKey::new(&AES_256_GCM, derived.as_ref()).map_err(|_| Error::Internal("aead key".into()))?;
     Ok(LessSafeKey::new(unbound))
 }
 
@@ -52,12 +51,7 @@ pub fn seal(
 }
 
 /// `None` when the ciphertext was not sealed under this token.
-pub fn open(
-    previous: &RefreshToken,
-    session: SessionId,
-    generation: i64,
-    sealed: &[u8],
-) -> Option<Vec<u8>> {
+pub fn open(previous: &RefreshToken, session: SessionId, generation: i64, sealed: &[u8]) -> Option<Vec<u8>> {
     if sealed.len() < NONCE_LEN {
         return None;
     }

@@ -45,11 +45,7 @@ impl SessionView {
 
 impl SessionService {
     /// The caller's live sessions, marking the one it is using.
-    pub async fn list_sessions(
-        &self,
-        user: UserId,
-        current: SessionId,
-    ) -> Result<Vec<SessionView>> {
+    pub async fn list_sessions(&self, user: UserId, current: SessionId) -> Result<Vec<SessionView>> {
         let now = self.clock.now();
         let sessions = self.store.list_live_sessions(user, now, MAX_LISTED).await?;
         Ok(sessions

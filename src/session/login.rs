@@ -4,8 +4,7 @@ use time::OffsetDateTime;
 
 use super::{secs, SessionService, TokenResponse};
 use crate::domain::{
-    parse_scope, ClientId, Email, Password, RefreshToken, SessionId, MAX_DEVICE_NAME_LEN,
-    MAX_USER_AGENT_LEN,
+    parse_scope, ClientId, Email, Password, RefreshToken, SessionId, MAX_DEVICE_NAME_LEN, MAX_USER_AGENT_LEN,
 };
 use crate::error::{Error, Result};
 use crate::store::SessionRecord;
@@ -117,10 +116,7 @@ impl SessionService {
             client_id: client_id.as_str().to_string(),
             scope,
             device_name,
-            user_agent: req
-                .user_agent
-                .as_deref()
-                .map(|ua| truncate(ua, MAX_USER_AGENT_LEN)),
+            user_agent: req.user_agent.as_deref().map(|ua| truncate(ua, MAX_USER_AGENT_LEN)),
             ip: req.ip.clone(),
             created_at: now,
             last_used_at: now,
@@ -142,14 +138,8 @@ mod tests {
     #[test]
     fn device_names_come_from_user_agents() {
         let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
-        assert_eq!(
-            device_name_from_user_agent(Some(firefox)),
-            "Firefox on Linux"
-        );
-        assert_eq!(
-            device_name_from_user_agent(Some("curl/8.0")),
-            "HTTP Library"
-        );
+        assert_eq!(device_name_from_user_agent(Some(firefox)), "Firefox on Linux");
+        assert_eq!(device_name_from_user_agent(Some("curl/8.0")), "HTTP Library");
         assert_eq!(device_name_from_user_agent(None), "Unknown device");
         assert_eq!(truncate("héllo", 2), "h");
     }

@@ -145,18 +145,10 @@ impl SessionService {
 
     /// Cache first; the database decides on a miss, a cache failure, or an
     /// entry that looks expired (its expiry may have moved on by a refresh).
-    pub(crate) async fn session_is_live(
-        &self,
-        sid: SessionId,
-        user: UserId,
-        now: OffsetDateTime,
-    ) -> Result<bool> {
+    pub(crate) async fn session_is_live(&self, sid: SessionId, user: UserId, now: OffsetDateTime) -> Result<bool> {
         match self.cache.get(sid).await {
             Ok(CacheLookup::Revoked) => return Ok(false),
-            Ok(CacheLookup::Live {
-                user_id,
-                expires_at,
-            }) if expires_at > now.unix_timestamp() => {
+            Ok(CacheLookup::Live { user_id, expires_at }) if expires_at > now.unix_timestamp() => {
                 return Ok(user_id == user);
             }
             Ok(_) => metrics::counter!("authd_cache_misses_total").increment(1),
@@ -179,16 +171,9 @@ impl SessionService {
                 .mark_revoked(&[session.id], self.marker_ttl(session, now))
                 .await
         } else if session.is_live(now) {
-            let ttl = (session.expires_at - now)
-                .unsigned_abs()
-                .min(LIVE_CACHE_TTL);
+            let ttl = (session.expires_at - now).unsigned_abs().min(LIVE_CACHE_TTL);
             self.cache
-                .put_live(
-                    session.id,
-                    session.user_id,
-                    session.expires_at.unix_timestamp(),
-                    ttl,
-                )
+                .put_live(session.id, session.user_id, session.expires_at.unix_timestamp(), ttl)
                 .await
         } else {
             Ok(())
@@ -201,9 +186,12 @@ impl SessionService {
 
     /// A revocation marker must outlive any cached "live" entry of the session.
     fn marker_ttl(&self, session: &SessionRecord, now: OffsetDateTime) -> Duration {
-        (session.absolute_expires_at - now)
-            .unsigned_abs()
-            .max(LIVE_CACHE_TTL)
+        (session.absolute_expires_at - now).unsigned_abs().max(LIVE_CACHE_TTL)
+    }
+
+    /// Long enough for any session that could be cached as live.
+    pub fn marker_ttl_max(&self) -> Duration {
+        self.policy.max_ttl.max(LIVE_CACHE_TTL)
     }
 
     /// Tells the cache about revocations already committed to the database.
@@ -211,13 +199,14 @@ impl SessionService {
         if ids.is_empty() {
             return;
         }
-        if let Err(e) = self
-            .cache
-            .mark_revoked(ids, self.policy.max_ttl.max(LIVE_CACHE_TTL))
-            .await
-        {
+        if let Err(e) = self.cache.mark_revoked(ids, self.marker_ttl_max()).await {
             metrics::counter!("authd_cache_fallbacks_total").increment(1);
-            tracing::warn!(error = %e, sessions = ids.len(), "could not record revocations in the cache");
+            tracing::warn!(error = %e, sessions = ids.len(), "cache missed revocations; recording them as pending");
+            // The cache may come back holding these sessions as live: every
+            // process distrusts it until the pending list has been written.
+            if let Err(e) = self.store.record_pending_revocations(ids, self.clock.now()).await {
+                tracing::error!(error = %e, "could not record pending revocations");
+            }
         }
     }
 }

@@ -50,19 +50,16 @@ impl SessionService {
             Outcome::Issued(response) => {
                 metrics::counter!("authd_refreshes_total", "outcome" => "rotated").increment(1);
                 let mut updated = session;
-                updated.expires_at =
-                    (now + secs(self.policy.idle_ttl)).min(updated.absolute_expires_at);
+                updated.expires_at = (now + secs(self.policy.idle_ttl)).min(updated.absolute_expires_at);
                 self.remember(&updated, now).await;
                 Ok(response)
             }
             Outcome::Replayed(response) => {
-                metrics::counter!("authd_refreshes_total", "outcome" => "grace_replay")
-                    .increment(1);
+                metrics::counter!("authd_refreshes_total", "outcome" => "grace_replay").increment(1);
                 Ok(response)
             }
             Outcome::ReuseDetected => {
-                metrics::counter!("authd_refreshes_total", "outcome" => "reuse_detected")
-                    .increment(1);
+                metrics::counter!("authd_refreshes_total", "outcome" => "reuse_detected").increment(1);
                 tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reuse; session revoked");
                 self.forget(&[session.id]).await;
                 Err(Error::InvalidGrant(INVALID_REFRESH))
@@ -129,8 +126,7 @@ impl SessionService {
             session_id: s.id,
             scope: s.scope.clone(),
         };
-        let plain =
-            serde_json::to_vec(&response).map_err(|e| Error::Internal(format!("encode: {e}")))?;
+        let plain = serde_json::to_vec(&response).map_err(|e| Error::Internal(format!("encode: {e}")))?;
         let sealed = grace::seal(&self.rng, presented, s.id, s.refresh_generation + 1, &plain)?;
         let decision = RefreshDecision::Rotate {
             new_hash: next.hash(),

@@ -8,12 +8,7 @@ use crate::error::{Error, Result};
 impl SessionService {
     /// Revokes one session of `owner` (any user's when `owner` is `None`).
     /// `NotFound` when it does not exist, is someone else's, or already ended.
-    pub async fn revoke_session(
-        &self,
-        id: SessionId,
-        owner: Option<UserId>,
-        reason: &str,
-    ) -> Result<()> {
+    pub async fn revoke_session(&self, id: SessionId, owner: Option<UserId>, reason: &str) -> Result<()> {
         let now = self.clock.now();
         let found = self.store.revoke_session(id, owner, reason, now).await?;
         match found {
@@ -31,17 +26,9 @@ impl SessionService {
     }
 
     /// Revokes all of a user's live sessions but `except`; returns how many.
-    pub async fn revoke_user_sessions(
-        &self,
-        user: UserId,
-        except: Option<SessionId>,
-        reason: &str,
-    ) -> Result<usize> {
+    pub async fn revoke_user_sessions(&self, user: UserId, except: Option<SessionId>, reason: &str) -> Result<usize> {
         let now = self.clock.now();
-        let ids = self
-            .store
-            .revoke_user_sessions(user, except, reason, now)
-            .await?;
+        let ids = self.store.revoke_user_sessions(user, except, reason, now).await?;
         self.forget(&ids).await;
         tracing::info!(user_id = %user, count = ids.len(), reason, "sessions revoked");
         Ok(ids.len())
@@ -55,10 +42,7 @@ impl SessionService {
         }
         let now = self.clock.now();
         let sid = if let Some(refresh) = RefreshToken::parse(token) {
-            self.store
-                .find_by_refresh(&refresh.hash())
-                .await?
-                .map(|c| c.session.id)
+            self.store.find_by_refresh(&refresh.hash()).await?.map(|c| c.session.id)
         } else {
             self.tokens.verify(token, now).ok().map(|claims| claims.sid)
         };

@@ -23,13 +23,7 @@ impl Expiry<SessionId, Entry> for EntryTtl {
         Some(value.ttl)
     }
 
-    fn expire_after_update(
-        &self,
-        _: &SessionId,
-        value: &Entry,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
+    fn expire_after_update(&self, _: &SessionId, value: &Entry, _: Instant, _: Option<Duration>) -> Option<Duration> {
         Some(value.ttl)
     }
 }
@@ -68,18 +62,9 @@ impl SessionCache for MemoryCache {
             .unwrap_or(CacheLookup::Miss))
     }
 
-    async fn put_live(
-        &self,
-        id: SessionId,
-        user_id: UserId,
-        expires_at: i64,
-        ttl: Duration,
-    ) -> StoreResult<()> {
+    async fn put_live(&self, id: SessionId, user_id: UserId, expires_at: i64, ttl: Duration) -> StoreResult<()> {
         let entry = Entry {
-            lookup: CacheLookup::Live {
-                user_id,
-                expires_at,
-            },
+            lookup: CacheLookup::Live { user_id, expires_at },
             ttl,
         };
         // Atomic per key: a revocation marker is never replaced by a live entry.
@@ -123,10 +108,7 @@ mod tests {
         let cache = MemoryCache::new(100);
         let (sid, uid) = (SessionId::new(), UserId::new());
         assert_eq!(cache.get(sid).await.unwrap(), CacheLookup::Miss);
-        cache
-            .put_live(sid, uid, 10, Duration::from_secs(60))
-            .await
-            .unwrap();
+        cache.put_live(sid, uid, 10, Duration::from_secs(60)).await.unwrap();
         assert_eq!(
             cache.get(sid).await.unwrap(),
             CacheLookup::Live {
@@ -134,14 +116,8 @@ mod tests {
                 expires_at: 10
             }
         );
-        cache
-            .mark_revoked(&[sid], Duration::from_secs(60))
-            .await
-            .unwrap();
-        cache
-            .put_live(sid, uid, 10, Duration::from_secs(60))
-            .await
-            .unwrap();
+        cache.mark_revoked(&[sid], Duration::from_secs(60)).await.unwrap();
+        cache.put_live(sid, uid, 10, Duration::from_secs(60)).await.unwrap();
         assert_eq!(cache.get(sid).await.unwrap(), CacheLookup::Revoked);
     }
 }

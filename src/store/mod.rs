@@ -2,6 +2,7 @@
 //! - [`DurableStore`]: the source of truth (Postgres, or SQLite embedded);
 //! - [`SessionCache`]: a rebuildable cache of session liveness (Redis, or in-process).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::domain::{SessionId, TokenHash, UserId};
 
+pub mod guarded;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
@@ -104,21 +106,13 @@ pub trait DurableStore: Send + Sync {
     async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>>;
 
     /// Stores a new session and its first refresh token (generation 0) atomically.
-    async fn create_session(
-        &self,
-        session: &SessionRecord,
-        refresh_hash: &TokenHash,
-    ) -> StoreResult<()>;
+    async fn create_session(&self, session: &SessionRecord, refresh_hash: &TokenHash) -> StoreResult<()>;
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>>;
     /// The session a refresh token of any generation belongs to, and that generation.
     async fn find_by_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshCandidate>>;
     /// Locks the token's session, asks `decide`, applies the decision, commits.
     /// `None` when no session has ever issued this token.
-    async fn refresh(
-        &self,
-        hash: &TokenHash,
-        decide: &mut Decide<'_>,
-    ) -> StoreResult<Option<RefreshCandidate>>;
+    async fn refresh(&self, hash: &TokenHash, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>>;
 
     /// Revokes one session (of `owner`, when given). Returns the session as it
     /// was found, or `None` when there is no such session (or not the owner's).
@@ -154,6 +148,18 @@ pub trait DurableStore: Send + Sync {
     ) -> StoreResult<Vec<SessionRecord>>;
     /// Deletes up to `batch` sessions that expired or were revoked before `cutoff`.
     async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64>;
+
+    /// Records revocations the cache did not receive, and alerts every
+    /// process (see [`DurableStore::watch_cache_alerts`]) not to trust it.
+    async fn record_pending_revocations(&self, ids: &[SessionId], now: OffsetDateTime) -> StoreResult<()>;
+    /// The oldest pending revocations, with their sequence numbers.
+    async fn pending_revocations(&self, limit: i64) -> StoreResult<Vec<(i64, SessionId)>>;
+    /// Forgets pending revocations up to and including `up_to`.
+    async fn clear_pending_revocations(&self, up_to: i64) -> StoreResult<()>;
+    /// Calls `on_alert` whenever any process records pending revocations, and
+    /// once after every (re)connection of the watch, until the process ends.
+    /// A single-process store has nobody else to hear from and does nothing.
+    fn watch_cache_alerts(&self, on_alert: Arc<dyn Fn() + Send + Sync>);
 }
 
 /// What the cache knows of a session.
@@ -175,13 +181,7 @@ pub trait SessionCache: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
     async fn get(&self, id: SessionId) -> StoreResult<CacheLookup>;
     /// Caches a live session for `ttl`. Never hides a revocation marker.
-    async fn put_live(
-        &self,
-        id: SessionId,
-        user_id: UserId,
-        expires_at: i64,
-        ttl: Duration,
-    ) -> StoreResult<()>;
+    async fn put_live(&self, id: SessionId, user_id: UserId, expires_at: i64, ttl: Duration) -> StoreResult<()>;
     /// Records revocations for `ttl` (at least as long as the sessions could have lived).
     async fn mark_revoked(&self, ids: &[SessionId], ttl: Duration) -> StoreResult<()>;
 }

@@ -2,20 +2,23 @@
 
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{FromRow, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError,
-    StoreResult, UserRecord,
+    Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError, StoreResult, UserRecord,
 };
 use crate::config::SecretUrl;
 use crate::domain::{SessionId, TokenHash, UserId};
+
+/// The NOTIFY channel on which processes learn that the cache missed revocations.
+const ALERT_CHANNEL: &str = "authd_cache_alert";
 
 pub struct PgStore {
     pool: PgPool,
@@ -36,10 +39,7 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
             let code = db.code().unwrap_or_default();
             // 08: connection exception; 53: insufficient resources; 57: operator
             // intervention (shutdown, statement timeout); 40: serialization/deadlock.
-            if ["08", "53", "57", "40"]
-                .iter()
-                .any(|class| code.starts_with(class))
-            {
+            if ["08", "53", "57", "40"].iter().any(|class| code.starts_with(class)) {
                 StoreError::Unavailable(e.to_string())
             } else {
                 StoreError::Other(e.to_string())
@@ -118,21 +118,14 @@ struct CandidateRow {
     token_generation: i64,
 }
 
-const SESSION_COLUMNS: &str =
-    "s.id, s.user_id, s.client_id, s.scope, s.device_name, s.user_agent, s.ip, \
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.client_id, s.scope, s.device_name, s.user_agent, s.ip, \
      s.created_at, s.last_used_at, s.expires_at, s.absolute_expires_at, s.refresh_generation, \
      s.rotated_at, s.grace_ciphertext, s.revoked_at, s.revoke_reason";
 
 impl PgStore {
-    pub async fn connect(
-        url: &SecretUrl,
-        max_connections: u32,
-        timeout: Duration,
-    ) -> StoreResult<Self> {
+    pub async fn connect(url: &SecretUrl, max_connections: u32, timeout: Duration) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url.expose())
-            .map_err(|e| {
-                StoreError::Other(format!("DATABASE_URL is not a valid Postgres URL: {e}"))
-            })?
+            .map_err(|e| StoreError::Other(format!("DATABASE_URL is not a valid Postgres URL: {e}")))?
             .options([("statement_timeout", format!("{}", timeout.as_millis()))]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -151,10 +144,7 @@ impl PgStore {
     }
 
     /// Bounds every call: a hung server must not hang a request.
-    async fn bounded<T>(
-        &self,
-        work: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> StoreResult<T> {
+    async fn bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
         match tokio::time::timeout(self.timeout, work).await {
             Ok(result) => result.map_err(classify),
             Err(_) => Err(StoreError::Unavailable(format!(
@@ -242,11 +232,9 @@ impl DurableStore for PgStore {
     async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
         let row: Option<UserRow> = self
             .bounded(
-                sqlx::query_as(
-                    "SELECT id, email, password_hash, created_at FROM users WHERE id = $1",
-                )
-                .bind(id.0)
-                .fetch_optional(&self.pool),
+                sqlx::query_as("SELECT id, email, password_hash, created_at FROM users WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_optional(&self.pool),
             )
             .await?;
         Ok(row.map(Into::into))
@@ -275,13 +263,15 @@ impl DurableStore for PgStore {
             .bind(s.rotated_at)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) VALUES ($1, $2, $3, $4)")
-                .bind(&refresh_hash.0[..])
-                .bind(s.id.0)
-                .bind(s.refresh_generation)
-                .bind(s.rotated_at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&refresh_hash.0[..])
+            .bind(s.id.0)
+            .bind(s.refresh_generation)
+            .bind(s.rotated_at)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await
         })
         .await
@@ -290,11 +280,9 @@ impl DurableStore for PgStore {
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
         let row: Option<SessionRow> = self
             .bounded(
-                sqlx::query_as(&format!(
-                    "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1"
-                ))
-                .bind(id.0)
-                .fetch_optional(&self.pool),
+                sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1"))
+                    .bind(id.0)
+                    .fetch_optional(&self.pool),
             )
             .await?;
         Ok(row.map(Into::into))
@@ -317,11 +305,7 @@ impl DurableStore for PgStore {
         }))
     }
 
-    async fn refresh(
-        &self,
-        hash: &TokenHash,
-        decide: &mut Decide<'_>,
-    ) -> StoreResult<Option<RefreshCandidate>> {
+    async fn refresh(&self, hash: &TokenHash, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>> {
         self.bounded(async {
             let mut tx = self.pool.begin().await?;
             // The row lock on the session serialises every refresh of it, so
@@ -337,9 +321,17 @@ impl DurableStore for PgStore {
             let Some(row) = row else {
                 return Ok(None);
             };
-            let candidate = RefreshCandidate { session: row.session.into(), token_generation: row.token_generation };
+            let candidate = RefreshCandidate {
+                session: row.session.into(),
+                token_generation: row.token_generation,
+            };
             match decide(&candidate) {
-                RefreshDecision::Rotate { new_hash, last_used_at, expires_at, grace_ciphertext } => {
+                RefreshDecision::Rotate {
+                    new_hash,
+                    last_used_at,
+                    expires_at,
+                    grace_ciphertext,
+                } => {
                     let generation = candidate.session.refresh_generation + 1;
                     sqlx::query(
                         "WITH issued AS (INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) \
@@ -437,8 +429,7 @@ impl DurableStore for PgStore {
                 .bind(user.0)
                 .execute(&mut *tx)
                 .await?;
-            let ids =
-                Self::revoke_others_in(&mut tx, user, Some(keep), "password_changed", now).await?;
+            let ids = Self::revoke_others_in(&mut tx, user, Some(keep), "password_changed", now).await?;
             tx.commit().await?;
             Ok(ids)
         })
@@ -480,5 +471,70 @@ impl DurableStore for PgStore {
             )
             .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn record_pending_revocations(&self, ids: &[SessionId], now: OffsetDateTime) -> StoreResult<()> {
+        let ids: Vec<Uuid> = ids.iter().map(|s| s.0).collect();
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("INSERT INTO pending_cache_revocations (session_id, created_at) SELECT unnest($1::uuid[]), $2")
+                .bind(&ids)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            // Delivered to every listener when (and only if) this commits.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(ALERT_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn pending_revocations(&self, limit: i64) -> StoreResult<Vec<(i64, SessionId)>> {
+        let rows: Vec<(i64, Uuid)> = self
+            .bounded(
+                sqlx::query_as("SELECT id, session_id FROM pending_cache_revocations ORDER BY id LIMIT $1")
+                    .bind(limit)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        Ok(rows.into_iter().map(|(n, id)| (n, SessionId(id))).collect())
+    }
+
+    async fn clear_pending_revocations(&self, up_to: i64) -> StoreResult<()> {
+        self.bounded(
+            sqlx::query("DELETE FROM pending_cache_revocations WHERE id <= $1")
+                .bind(up_to)
+                .execute(&self.pool),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    fn watch_cache_alerts(&self, on_alert: Arc<dyn Fn() + Send + Sync>) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                let listener = async {
+                    let mut listener = PgListener::connect_with(&pool).await?;
+                    listener.listen(ALERT_CHANNEL).await?;
+                    Ok::<_, sqlx::Error>(listener)
+                };
+                match listener.await {
+                    Ok(mut listener) => {
+                        // Alerts sent while we were not listening are not lost:
+                        // they are rows, and this sweep reads them.
+                        on_alert();
+                        while let Ok(Some(_)) = listener.try_recv().await {
+                            on_alert();
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cache alert listener cannot connect"),
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
     }
 }

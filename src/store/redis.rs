@@ -10,7 +10,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::Script;
 
 use super::{CacheLookup, SessionCache, StoreError, StoreResult};
@@ -25,10 +27,49 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 ";
 
+/// A single server (reconnecting manager) or a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+enum Target {
+    Single(redis::Client, ConnectionManagerConfig),
+    Cluster(ClusterClient),
+}
+
 pub struct RedisCache {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    conn: Arc<RwLock<Option<ConnectionManager>>>,
+    target: Target,
+    conn: Arc<RwLock<Option<Conn>>>,
     connecting: Arc<tokio::sync::Mutex<()>>,
     prefix: String,
     timeout: Duration,
@@ -40,16 +81,28 @@ impl RedisCache {
     /// Builds the cache; the first connection is tried now but a Redis that is
     /// down does not stop startup (authd serves from the database meanwhile).
     pub async fn connect(url: &SecretUrl, prefix: &str, timeout: Duration) -> StoreResult<Self> {
-        let client = redis::Client::open(url.expose())
-            .map_err(|e| StoreError::Other(format!("REDIS_URL is not a valid Redis URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
+        let target = if let Some(nodes) = url.expose().strip_prefix("redis+cluster://") {
+            // `redis+cluster://host1:6379,host2:6379`: any reachable nodes; the rest is discovered.
+            let nodes: Vec<String> = nodes.split(',').map(|n| format!("redis://{}", n.trim())).collect();
+            let client = ClusterClient::builder(nodes)
+                .connection_timeout(timeout.max(Duration::from_millis(500)))
+                .response_timeout(timeout)
+                .retries(1)
+                .build()
+                .map_err(|e| StoreError::Other(format!("REDIS_URL is not a valid Redis cluster URL: {e}")))?;
+            Target::Cluster(client)
+        } else {
+            let client = redis::Client::open(url.expose())
+                .map_err(|e| StoreError::Other(format!("REDIS_URL is not a valid Redis URL: {e}")))?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(1));
+            Target::Single(client, config)
+        };
         let cache = RedisCache {
-            client,
-            config,
+            target,
             conn: Arc::new(RwLock::new(None)),
             connecting: Arc::new(tokio::sync::Mutex::new(())),
             prefix: prefix.to_string(),
@@ -67,40 +120,40 @@ impl RedisCache {
         format!("{}s:{{{}}}", self.prefix, id)
     }
 
-    async fn connection(&self) -> StoreResult<ConnectionManager> {
+    async fn connection(&self) -> StoreResult<Conn> {
         if let Some(conn) = self.current() {
             return Ok(conn);
         }
         // One connect attempt at a time; others fail fast to the database.
         let Ok(_guard) = self.connecting.try_lock() else {
-            return Err(StoreError::Unavailable(
-                "redis connection is being established".into(),
-            ));
+            return Err(StoreError::Unavailable("redis connection is being established".into()));
         };
         if let Some(conn) = self.current() {
             return Ok(conn);
         }
-        let manager = tokio::time::timeout(
-            self.timeout.max(Duration::from_millis(500)),
-            ConnectionManager::new_with_config(self.client.clone(), self.config.clone()),
-        )
-        .await
-        .map_err(|_| StoreError::Unavailable("redis connect timed out".into()))?
-        .map_err(|e| StoreError::Unavailable(format!("redis connect failed: {e}")))?;
+        let connect = async {
+            match &self.target {
+                Target::Single(client, config) => ConnectionManager::new_with_config(client.clone(), config.clone())
+                    .await
+                    .map(Conn::Single),
+                Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+            }
+        };
+        let manager = tokio::time::timeout(self.timeout.max(Duration::from_millis(500)), connect)
+            .await
+            .map_err(|_| StoreError::Unavailable("redis connect timed out".into()))?
+            .map_err(|e| StoreError::Unavailable(format!("redis connect failed: {e}")))?;
         if let Ok(mut slot) = self.conn.write() {
             *slot = Some(manager.clone());
         }
         Ok(manager)
     }
 
-    fn current(&self) -> Option<ConnectionManager> {
+    fn current(&self) -> Option<Conn> {
         self.conn.read().ok().and_then(|c| c.clone())
     }
 
-    async fn bounded<T>(
-        &self,
-        work: impl Future<Output = redis::RedisResult<T>>,
-    ) -> StoreResult<T> {
+    async fn bounded<T>(&self, work: impl Future<Output = redis::RedisResult<T>>) -> StoreResult<T> {
         match tokio::time::timeout(self.timeout, work).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!("redis: {e}"))),
@@ -155,13 +208,7 @@ impl SessionCache for RedisCache {
         Ok(parse_entry(raw))
     }
 
-    async fn put_live(
-        &self,
-        id: SessionId,
-        user_id: UserId,
-        expires_at: i64,
-        ttl: Duration,
-    ) -> StoreResult<()> {
+    async fn put_live(&self, id: SessionId, user_id: UserId, expires_at: i64, ttl: Duration) -> StoreResult<()> {
         let mut conn = self.connection().await?;
         let value = format!("l:{user_id}:{expires_at}");
         let mut invocation = self.put_live.key(self.key(id));
@@ -175,17 +222,30 @@ impl SessionCache for RedisCache {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut conn = self.connection().await?;
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.cmd("SET")
-                .arg(self.key(*id))
-                .arg(REVOKED)
-                .arg("EX")
-                .arg(ttl.as_secs().max(1))
-                .ignore();
-        }
-        self.bounded(pipe.query_async::<()>(&mut conn)).await
+        let conn = self.connection().await?;
+        // One SET per key: keys of different sessions live on different cluster slots.
+        let ttl = ttl.as_secs().max(1);
+        let writes = ids.iter().map(|id| {
+            let mut conn = conn.clone();
+            let key = self.key(*id);
+            async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(REVOKED)
+                    .arg("EX")
+                    .arg(ttl)
+                    .query_async::<()>(&mut conn)
+                    .await
+            }
+        });
+        let results = self
+            .bounded(async { Ok(futures_util::future::join_all(writes).await) })
+            .await?;
+        results
+            .into_iter()
+            .collect::<redis::RedisResult<Vec<()>>>()
+            .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
+        Ok(())
     }
 }
 

@@ -5,19 +5,17 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, Sqlite, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError,
-    StoreResult, UserRecord,
+    Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError, StoreResult, UserRecord,
 };
 use crate::domain::{SessionId, TokenHash, UserId};
 
@@ -38,10 +36,9 @@ fn from_micros(us: i64) -> StoreResult<OffsetDateTime> {
 
 fn classify(e: sqlx::Error) -> StoreError {
     match &e {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => {
+            StoreError::Unavailable(e.to_string())
+        }
         // SQLITE_BUSY / SQLITE_LOCKED: another writer holds the file.
         sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5") | Some("6")) => {
             StoreError::Unavailable(e.to_string())
@@ -128,8 +125,7 @@ impl CandidateRow {
     }
 }
 
-const SESSION_COLUMNS: &str =
-    "s.id, s.user_id, s.client_id, s.scope, s.device_name, s.user_agent, s.ip, \
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.client_id, s.scope, s.device_name, s.user_agent, s.ip, \
      s.created_at, s.last_used_at, s.expires_at, s.absolute_expires_at, s.refresh_generation, \
      s.rotated_at, s.grace_ciphertext, s.revoked_at, s.revoke_reason";
 
@@ -155,12 +151,7 @@ impl SqliteStore {
             .acquire_timeout(timeout)
             .connect_with(options)
             .await
-            .map_err(|e| {
-                StoreError::Other(format!(
-                    "cannot open SQLite database {}: {e}",
-                    path.display()
-                ))
-            })?;
+            .map_err(|e| StoreError::Other(format!("cannot open SQLite database {}: {e}", path.display())))?;
         Ok(SqliteStore {
             pool,
             timeout,
@@ -168,10 +159,7 @@ impl SqliteStore {
         })
     }
 
-    async fn bounded<T>(
-        &self,
-        work: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> StoreResult<T> {
+    async fn bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
         match tokio::time::timeout(self.timeout, work).await {
             Ok(result) => result.map_err(classify),
             Err(_) => Err(StoreError::Unavailable(format!(
@@ -219,12 +207,7 @@ impl DurableStore for SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.pool)
             .await
-            .map_err(|e| {
-                StoreError::Other(format!(
-                    "SQLite migration failed ({}): {e}",
-                    self.description
-                ))
-            })
+            .map_err(|e| StoreError::Other(format!("SQLite migration failed ({}): {e}", self.description)))
     }
 
     async fn create_user(&self, user: &UserRecord, email_normalized: &str) -> StoreResult<bool> {
@@ -259,11 +242,9 @@ impl DurableStore for SqliteStore {
     async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
         let row: Option<UserRow> = self
             .bounded(
-                sqlx::query_as(
-                    "SELECT id, email, password_hash, created_at FROM users WHERE id = ?1",
-                )
-                .bind(id.0)
-                .fetch_optional(&self.pool),
+                sqlx::query_as("SELECT id, email, password_hash, created_at FROM users WHERE id = ?1")
+                    .bind(id.0)
+                    .fetch_optional(&self.pool),
             )
             .await?;
         row.map(UserRow::into_record).transpose()
@@ -292,13 +273,15 @@ impl DurableStore for SqliteStore {
             .bind(micros(s.rotated_at))
             .execute(&mut *tx)
             .await?;
-            sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) VALUES (?1, ?2, ?3, ?4)")
-                .bind(&refresh_hash.0[..])
-                .bind(s.id.0)
-                .bind(s.refresh_generation)
-                .bind(micros(s.rotated_at))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(&refresh_hash.0[..])
+            .bind(s.id.0)
+            .bind(s.refresh_generation)
+            .bind(micros(s.rotated_at))
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await
         })
         .await
@@ -307,11 +290,9 @@ impl DurableStore for SqliteStore {
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
         let row: Option<SessionRow> = self
             .bounded(
-                sqlx::query_as(&format!(
-                    "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1"
-                ))
-                .bind(id.0)
-                .fetch_optional(&self.pool),
+                sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1"))
+                    .bind(id.0)
+                    .fetch_optional(&self.pool),
             )
             .await?;
         row.map(SessionRow::into_record).transpose()
@@ -331,11 +312,7 @@ impl DurableStore for SqliteStore {
         row.map(CandidateRow::into_candidate).transpose()
     }
 
-    async fn refresh(
-        &self,
-        hash: &TokenHash,
-        decide: &mut Decide<'_>,
-    ) -> StoreResult<Option<RefreshCandidate>> {
+    async fn refresh(&self, hash: &TokenHash, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>> {
         let row = self
             .bounded(async {
                 let mut tx = self.pool.begin().await?;
@@ -414,12 +391,14 @@ impl DurableStore for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?;
                 if row.is_some() {
-                    sqlx::query("UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 WHERE id = ?3 AND revoked_at IS NULL")
-                        .bind(micros(now))
-                        .bind(reason)
-                        .bind(id.0)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 WHERE id = ?3 AND revoked_at IS NULL",
+                    )
+                    .bind(micros(now))
+                    .bind(reason)
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 tx.commit().await?;
                 Ok(row)
@@ -459,8 +438,7 @@ impl DurableStore for SqliteStore {
                 .bind(user.0)
                 .execute(&mut *tx)
                 .await?;
-            let ids =
-                Self::revoke_others_in(&mut tx, user, Some(keep), "password_changed", now).await?;
+            let ids = Self::revoke_others_in(&mut tx, user, Some(keep), "password_changed", now).await?;
             tx.commit().await?;
             Ok(ids)
         })
@@ -503,4 +481,42 @@ impl DurableStore for SqliteStore {
             .await?;
         Ok(result.rows_affected())
     }
+
+    async fn record_pending_revocations(&self, ids: &[SessionId], now: OffsetDateTime) -> StoreResult<()> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            for id in ids {
+                sqlx::query("INSERT INTO pending_cache_revocations (session_id, created_at) VALUES (?1, ?2)")
+                    .bind(id.0)
+                    .bind(micros(now))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn pending_revocations(&self, limit: i64) -> StoreResult<Vec<(i64, SessionId)>> {
+        let rows: Vec<(i64, Uuid)> = self
+            .bounded(
+                sqlx::query_as("SELECT id, session_id FROM pending_cache_revocations ORDER BY id LIMIT ?1")
+                    .bind(limit)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        Ok(rows.into_iter().map(|(n, id)| (n, SessionId(id))).collect())
+    }
+
+    async fn clear_pending_revocations(&self, up_to: i64) -> StoreResult<()> {
+        self.bounded(
+            sqlx::query("DELETE FROM pending_cache_revocations WHERE id <= ?1")
+                .bind(up_to)
+                .execute(&self.pool),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    fn watch_cache_alerts(&self, _on_alert: Arc<dyn Fn() + Send + Sync>) {}
 }

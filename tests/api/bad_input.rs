@@ -18,10 +18,7 @@ async fn hostile_requests_get_clear_4xx_answers(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
-        "payload_too_large"
-    );
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "payload_too_large");
 
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let bodies = [
@@ -53,25 +50,14 @@ async fn hostile_requests_get_clear_4xx_answers(backend: Backend) {
         assert!(err["error"].is_string() && err["error_description"].is_string());
     }
 
-    let r = app
-        .http
-        .get(app.url("/no/such/route"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/no/such/route")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
     let r = app.http.put(app.url("/oauth/token")).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert!(r.json::<Value>().await.is_ok());
 
-    for header in [
-        "Bearer",
-        "Bearer ",
-        "Basic abc",
-        "bearer a b c",
-        "Bearer \u{7f}",
-    ] {
+    for header in ["Bearer", "Bearer ", "Basic abc", "bearer a b c", "Bearer \u{7f}"] {
         let r = app
             .http
             .get(app.url("/v1/me"))

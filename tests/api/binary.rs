@@ -67,10 +67,7 @@ impl Drop for Authd {
 
 fn run_failing(dir: &Path, env: &[(&str, &str)]) -> (i32, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_authd"));
-    command
-        .current_dir(dir)
-        .env_clear()
-        .env("AUTHD_LISTEN", "127.0.0.1:0");
+    command.current_dir(dir).env_clear().env("AUTHD_LISTEN", "127.0.0.1:0");
     for (k, v) in env {
         command.env(k, v);
     }
@@ -163,12 +160,7 @@ async fn embedded_mode_survives_a_restart() {
         .json()
         .await
         .unwrap();
-    let ids: Vec<&Value> = list["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| &s["id"])
-        .collect();
+    let ids: Vec<&Value> = list["sessions"].as_array().unwrap().iter().map(|s| &s["id"]).collect();
     assert_eq!(ids, vec![&kept["session_id"]]);
     let r = http
         .get(format!("{base}/v1/me"))

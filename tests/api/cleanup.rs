@@ -9,12 +9,7 @@ async fn cleanup_deletes_only_long_ended_sessions(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (email, revoked) = app.user_with_session().await;
     let idle = app.login(&email).await;
-    assert_eq!(
-        app.post_bearer("/v1/logout", &revoked.access)
-            .await
-            .status(),
-        204
-    );
+    assert_eq!(app.post_bearer("/v1/logout", &revoked.access).await.status(), 204);
     let store = app.state.sessions.store().clone();
     let sid = |t: &crate::helpers::Tokens| t.session_id.parse().unwrap();
 

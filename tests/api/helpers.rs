@@ -25,8 +25,7 @@ pub enum Backend {
 }
 
 pub fn database_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub fn redis_url() -> String {
@@ -44,12 +43,7 @@ fn with_database(url: &str, db: &str) -> String {
 async fn require_servers() {
     let mut pg = sqlx::PgConnection::connect(&database_url())
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "Postgres at {} is required for the tests: {e}",
-                database_url()
-            )
-        });
+        .unwrap_or_else(|e| panic!("Postgres at {} is required for the tests: {e}", database_url()));
     sqlx::query("SELECT 1").execute(&mut pg).await.unwrap();
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client
@@ -99,12 +93,7 @@ impl TestApp {
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let data_dir = tempfile::tempdir().unwrap();
         let keys_dir = tempfile::tempdir().unwrap();
-        keys::generate(
-            keys_dir.path(),
-            options.alg,
-            time::OffsetDateTime::now_utc(),
-        )
-        .unwrap();
+        keys::generate(keys_dir.path(), options.alg, time::OffsetDateTime::now_utc()).unwrap();
         let redis_prefix = format!("authd-test:{unique}:");
         let (database_url, redis, database) = match backend {
             Backend::Postgres => {
@@ -116,11 +105,7 @@ impl TestApp {
                     .await
                     .unwrap();
                 (
-                    Some(
-                        with_database(&database_url(), &name)
-                            .parse::<SecretUrl>()
-                            .unwrap(),
-                    ),
+                    Some(with_database(&database_url(), &name).parse::<SecretUrl>().unwrap()),
                     Some(redis_url().parse::<SecretUrl>().unwrap()),
                     Some(name),
                 )
@@ -163,9 +148,7 @@ impl TestApp {
             request_timeout: Duration::from_secs(10),
         };
         let clock = Arc::new(ShiftedClock::default());
-        let app = Application::build(config, clock.clone())
-            .await
-            .expect("app builds");
+        let app = Application::build(config, clock.clone()).await.expect("app builds");
         let addr = app.local_addr().unwrap();
         let state = app.state().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -215,11 +198,7 @@ impl TestApp {
     /// Logs in and returns the token response.
     pub async fn login(&self, email: &str) -> Tokens {
         let r = self
-            .token(&[
-                ("grant_type", "password"),
-                ("username", email),
-                ("password", PASSWORD),
-            ])
+            .token(&[("grant_type", "password"), ("username", email), ("password", PASSWORD)])
             .await;
         assert_eq!(r.status(), 200, "login {email}");
         r.json::<Value>().await.unwrap().into()
@@ -234,29 +213,16 @@ impl TestApp {
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
-        self.token(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-        ])
-        .await
+        self.token(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
+            .await
     }
 
     pub async fn get_bearer(&self, path: &str, access: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(path))
-            .bearer_auth(access)
-            .send()
-            .await
-            .unwrap()
+        self.http.get(self.url(path)).bearer_auth(access).send().await.unwrap()
     }
 
     pub async fn post_bearer(&self, path: &str, access: &str) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .bearer_auth(access)
-            .send()
-            .await
-            .unwrap()
+        self.http.post(self.url(path)).bearer_auth(access).send().await.unwrap()
     }
 
     pub async fn introspect(&self, token: &str) -> Value {
@@ -285,20 +251,14 @@ impl TestApp {
             json!({"active": false}),
             "introspection still active"
         );
-        assert_eq!(
-            self.introspect(&tokens.refresh).await,
-            json!({"active": false})
-        );
+        assert_eq!(self.introspect(&tokens.refresh).await, json!({"active": false}));
         let r = self.refresh(&tokens.refresh).await;
         assert_eq!(r.status(), 400, "refresh still works");
         assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     }
 
     pub async fn assert_session_accepted(&self, tokens: &Tokens) {
-        assert_eq!(
-            self.get_bearer("/v1/me", &tokens.access).await.status(),
-            200
-        );
+        assert_eq!(self.get_bearer("/v1/me", &tokens.access).await.status(), 200);
         assert_eq!(self.introspect(&tokens.access).await["active"], true);
     }
 }
@@ -313,18 +273,14 @@ impl Drop for TestApp {
             // Dropping needs async I/O; do it on a thread of its own so Drop
             // works inside any runtime.
             let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                     return;
                 };
                 rt.block_on(async {
                     if let Ok(mut admin) = sqlx::PgConnection::connect(&database_url()).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&mut admin)
-                                .await;
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&mut admin)
+                            .await;
                     }
                     if let Ok(client) = redis::Client::open(redis_url()) {
                         if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
@@ -369,9 +325,7 @@ impl From<Value> for Tokens {
 pub fn jwt_part(token: &str, index: usize) -> Value {
     use base64::Engine;
     let part = token.split('.').nth(index).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 

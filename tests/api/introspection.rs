@@ -37,10 +37,7 @@ async fn introspection_requires_a_service_client(backend: Backend) {
     ] {
         let r = send(auth.clone()).await.unwrap();
         assert_eq!(r.status(), 401, "{auth:?}");
-        assert!(r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .starts_with("Basic"));
+        assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
         assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
     }
     // RFC 6749 §2.3.1: a strict client form-encodes the secret first ("-" as %2D).
@@ -67,11 +64,7 @@ async fn introspection_describes_live_tokens(backend: Backend) {
     assert_eq!(refresh["sid"], tokens.raw["session_id"]);
     assert_eq!(refresh["token_type"], "refresh_token");
     for junk in ["", "junk", "a.b.c", &"x".repeat(9000)] {
-        assert_eq!(
-            app.introspect(junk).await,
-            json!({"active": false}),
-            "{junk:.20}"
-        );
+        assert_eq!(app.introspect(junk).await, json!({"active": false}), "{junk:.20}");
     }
     // JSON bodies work too.
     let r = app

@@ -27,11 +27,7 @@ async fn login_by_form_and_json(backend: Backend) {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 900);
     assert_eq!(body["scope"], "read write");
-    assert!(body["session_id"]
-        .as_str()
-        .unwrap()
-        .parse::<uuid::Uuid>()
-        .is_ok());
+    assert!(body["session_id"].as_str().unwrap().parse::<uuid::Uuid>().is_ok());
     let refresh = body["refresh_token"].as_str().unwrap();
     assert_eq!(refresh.len(), 43, "256-bit base64url without padding");
     assert!(refresh
@@ -41,18 +37,13 @@ async fn login_by_form_and_json(backend: Backend) {
     let r = app
         .http
         .post(app.url("/oauth/token"))
-        .json(
-            &json!({"grant_type": "password", "username": "ann@example.org", "password": PASSWORD}),
-        )
+        .json(&json!({"grant_type": "password", "username": "ann@example.org", "password": PASSWORD}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let second: Value = r.json().await.unwrap();
-    assert_ne!(
-        second["session_id"], body["session_id"],
-        "each login is a new session"
-    );
+    assert_ne!(second["session_id"], body["session_id"], "each login is a new session");
 }
 
 async fn wrong_password_and_unknown_user_answer_alike(backend: Backend) {
@@ -74,8 +65,7 @@ async fn wrong_password_and_unknown_user_answer_alike(backend: Backend) {
         .await;
     assert_eq!(wrong.status(), 400);
     assert_eq!(unknown.status(), 400);
-    let (wrong, unknown): (Value, Value) =
-        (wrong.json().await.unwrap(), unknown.json().await.unwrap());
+    let (wrong, unknown): (Value, Value) = (wrong.json().await.unwrap(), unknown.json().await.unwrap());
     assert_eq!(wrong, unknown);
     assert_eq!(wrong["error"], "invalid_grant");
 }
@@ -85,11 +75,7 @@ async fn login_bad_input_is_a_clear_4xx(backend: Backend) {
     app.register("ann@example.org").await;
     type Case = (Vec<(&'static str, String)>, u16, &'static str);
     let cases: Vec<Case> = vec![
-        (
-            vec![("username", "ann@example.org".into())],
-            400,
-            "invalid_request",
-        ),
+        (vec![("username", "ann@example.org".into())], 400, "invalid_request"),
         (
             vec![("grant_type", "client_credentials".into())],
             400,
@@ -132,11 +118,7 @@ async fn login_bad_input_is_a_clear_4xx(backend: Backend) {
             400,
             "invalid_request",
         ),
-        (
-            vec![("grant_type", "refresh_token".into())],
-            400,
-            "invalid_request",
-        ),
+        (vec![("grant_type", "refresh_token".into())], 400, "invalid_request"),
         (
             vec![
                 ("grant_type", "refresh_token".into()),
@@ -147,13 +129,7 @@ async fn login_bad_input_is_a_clear_4xx(backend: Backend) {
         ),
     ];
     for (form, status, code) in cases {
-        let r = app
-            .http
-            .post(app.url("/oauth/token"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
+        let r = app.http.post(app.url("/oauth/token")).form(&form).send().await.unwrap();
         assert_eq!(r.status(), status, "{form:?}");
         assert_eq!(r.json::<Value>().await.unwrap()["error"], code, "{form:?}");
     }

@@ -9,8 +9,7 @@ use crate::helpers::{Backend, TestApp};
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
 fn spec() -> serde_yaml::Value {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
     serde_yaml::from_str(&text).unwrap()
 }
 
@@ -20,11 +19,7 @@ fn documented() -> BTreeSet<String> {
     for (path, item) in spec["paths"].as_mapping().unwrap() {
         for method in METHODS {
             if item.get(method).is_some() {
-                ops.insert(format!(
-                    "{} {}",
-                    method.to_uppercase(),
-                    path.as_str().unwrap()
-                ));
+                ops.insert(format!("{} {}", method.to_uppercase(), path.as_str().unwrap()));
             }
         }
     }
@@ -47,9 +42,7 @@ fn routed() -> BTreeSet<String> {
             let handlers = rest.split('}').next().unwrap();
             let handlers = handlers.split(".route(").next().unwrap();
             for method in METHODS {
-                if handlers.starts_with(&format!(",{method}("))
-                    || handlers.contains(&format!(".{method}("))
-                {
+                if handlers.starts_with(&format!(",{method}(")) || handlers.contains(&format!(".{method}(")) {
                     ops.insert(format!("{} {}", method.to_uppercase(), path));
                 }
             }
@@ -61,10 +54,7 @@ fn routed() -> BTreeSet<String> {
 #[test]
 fn every_route_is_documented_and_every_documented_route_exists() {
     let (documented, routed) = (documented(), routed());
-    assert!(
-        routed.len() >= 17,
-        "route scan found too little: {routed:?}"
-    );
+    assert!(routed.len() >= 17, "route scan found too little: {routed:?}");
     let undocumented: Vec<_> = routed.difference(&documented).collect();
     let missing: Vec<_> = documented.difference(&routed).collect();
     assert!(

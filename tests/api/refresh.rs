@@ -32,10 +32,7 @@ async fn refresh_rotates_within_the_same_session(backend: Backend) {
     app.assert_session_accepted(&second).await;
     // Only the newest refresh token introspects as active.
     assert_eq!(app.introspect(&second.refresh).await["active"], true);
-    assert_eq!(
-        app.introspect(&first.refresh).await,
-        json!({"active": false})
-    );
+    assert_eq!(app.introspect(&first.refresh).await, json!({"active": false}));
     let third = refresh_ok(&app, &second.refresh).await;
     assert_eq!(third.session_id, first.session_id);
     // last_used_at moves with each refresh.
@@ -63,10 +60,7 @@ async fn twenty_concurrent_refreshes_get_one_identical_answer(backend: Backend) 
     let winner: Tokens = answers[0].1.clone().into();
     // Exactly one live refresh token: the one everybody got.
     assert_eq!(app.introspect(&winner.refresh).await["active"], true);
-    assert_eq!(
-        app.introspect(&first.refresh).await,
-        json!({"active": false})
-    );
+    assert_eq!(app.introspect(&first.refresh).await, json!({"active": false}));
     let session = app
         .state
         .sessions
@@ -99,10 +93,7 @@ async fn previous_token_after_the_grace_window_revokes_the_session(backend: Back
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        session.revoke_reason.as_deref(),
-        Some("refresh_token_reuse")
-    );
+    assert_eq!(session.revoke_reason.as_deref(), Some("refresh_token_reuse"));
 }
 
 async fn older_token_reuse_revokes_even_inside_the_window(backend: Backend) {
@@ -153,9 +144,7 @@ async fn refresh_never_extends_past_the_absolute_lifetime(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!(s.expires_at.unix_timestamp(), absolute.unix_timestamp());
-    let exp = crate::helpers::jwt_part(&current.access, 1)["exp"]
-        .as_i64()
-        .unwrap();
+    let exp = crate::helpers::jwt_part(&current.access, 1)["exp"].as_i64().unwrap();
     assert!(exp <= absolute.unix_timestamp());
     app.clock.advance(Duration::from_secs(3 * 86400 + 1));
     assert_eq!(app.refresh(&current.refresh).await.status(), 400);

@@ -28,11 +28,7 @@ async fn oauth_revoke_by_refresh_or_access_token(backend: Backend) {
         app.assert_session_refused(victim).await;
     }
     // Unknown and garbage tokens: still 200, per RFC 7009.
-    for token in [
-        "garbage",
-        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-        "a.b.c",
-    ] {
+    for token in ["garbage", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "a.b.c"] {
         let r = app
             .http
             .post(app.url("/oauth/revoke"))
@@ -112,9 +108,7 @@ async fn revoke_others_keeps_the_current_one(backend: Backend) {
     let (email, a) = app.user_with_session().await;
     let b = app.login(&email).await;
     let c = app.login(&email).await;
-    let r = app
-        .post_bearer("/v1/sessions/revoke-others", &a.access)
-        .await;
+    let r = app.post_bearer("/v1/sessions/revoke-others", &a.access).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"revoked": 2}));
     app.assert_session_refused(&b).await;
@@ -133,14 +127,9 @@ async fn password_change_revokes_every_other_session(backend: Backend) {
             .json(&json!({"current_password": current, "new_password": new}))
             .send()
     };
-    let r = change("wrong password", "a brand new password")
-        .await
-        .unwrap();
+    let r = change("wrong password", "a brand new password").await.unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
-        "invalid_password"
-    );
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_password");
     app.assert_session_accepted(&b).await;
     let r = change(PASSWORD, "short").await.unwrap();
     assert_eq!(r.status(), 400);
@@ -150,11 +139,7 @@ async fn password_change_revokes_every_other_session(backend: Backend) {
     app.assert_session_refused(&b).await;
     app.assert_session_accepted(&a).await;
     let old = app
-        .token(&[
-            ("grant_type", "password"),
-            ("username", &email),
-            ("password", PASSWORD),
-        ])
+        .token(&[("grant_type", "password"), ("username", &email), ("password", PASSWORD)])
         .await;
     assert_eq!(old.status(), 400);
     let new = app

@@ -15,12 +15,7 @@ async fn device_list_shows_live_sessions_only(backend: Backend) {
     let (_, other_user) = app.user_with_session().await;
     assert_eq!(app.post_bearer("/v1/logout", &c.access).await.status(), 204);
 
-    let list: Value = app
-        .get_bearer("/v1/sessions", &a.access)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_bearer("/v1/sessions", &a.access).await.json().await.unwrap();
     let sessions = list["sessions"].as_array().unwrap();
     let ids: Vec<&str> = sessions.iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(

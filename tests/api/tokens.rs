@@ -28,21 +28,11 @@ async fn access_tokens_follow_rfc_9068(backend: Backend) {
     assert_eq!(claims["aud"], "authd-test");
     assert_eq!(claims["sid"], tokens.raw["session_id"]);
     assert_eq!(claims["client_id"], "web");
-    assert_eq!(
-        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
-        900
-    );
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 900);
     assert_eq!(claims["nbf"], claims["iat"]);
     assert!(claims["jti"].as_str().unwrap().len() >= 32);
-    assert!(claims["sub"]
-        .as_str()
-        .unwrap()
-        .parse::<uuid::Uuid>()
-        .is_ok());
-    assert!(
-        claims.get("scope").is_none(),
-        "no scope granted, none claimed"
-    );
+    assert!(claims["sub"].as_str().unwrap().parse::<uuid::Uuid>().is_ok());
+    assert!(claims.get("scope").is_none(), "no scope granted, none claimed");
 }
 
 async fn verify_with_jwks(app: &TestApp, token: &str) -> Value {
@@ -62,9 +52,7 @@ async fn verify_with_jwks(app: &TestApp, token: &str) -> Value {
     let mut v = Validation::new(alg);
     v.set_audience(&["authd-test"]);
     v.set_issuer(&["http://authd.test"]);
-    jsonwebtoken::decode::<Value>(token, &key, &v)
-        .unwrap()
-        .claims
+    jsonwebtoken::decode::<Value>(token, &key, &v).unwrap().claims
 }
 
 async fn jwks_verifies_every_supported_algorithm(backend: Backend) {
@@ -153,22 +141,13 @@ async fn forged_and_expired_tokens_are_refused(backend: Backend) {
     );
     // A key of our own with an injected jwk header.
     let dir = tempfile::tempdir().unwrap();
-    let kid =
-        authd::auth::keys::generate(dir.path(), KeyAlg::EdDSA, time::OffsetDateTime::now_utc())
-            .unwrap();
+    let kid = authd::auth::keys::generate(dir.path(), KeyAlg::EdDSA, time::OffsetDateTime::now_utc()).unwrap();
     let pem = std::fs::read(dir.path().join(format!("{kid}.pem"))).unwrap();
     let mut own = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     own.typ = Some("at+jwt".into());
     own.kid = Some(kid.clone());
     own.jku = Some("http://127.0.0.1:1/jwks.json".into());
-    forged.push(
-        jsonwebtoken::encode(
-            &own,
-            &claims,
-            &jsonwebtoken::EncodingKey::from_ed_pem(&pem).unwrap(),
-        )
-        .unwrap(),
-    );
+    forged.push(jsonwebtoken::encode(&own, &claims, &jsonwebtoken::EncodingKey::from_ed_pem(&pem).unwrap()).unwrap());
     // Garbage.
     forged.push("not.a.jwt".into());
     forged.push("x".repeat(10_000));
@@ -184,10 +163,7 @@ async fn forged_and_expired_tokens_are_refused(backend: Backend) {
     app.assert_session_accepted(&tokens).await;
     app.clock.advance(Duration::from_secs(900 + 3));
     assert_eq!(app.get_bearer("/v1/me", &tokens.access).await.status(), 401);
-    assert_eq!(
-        app.introspect(&tokens.access).await,
-        json!({"active": false})
-    );
+    assert_eq!(app.introspect(&tokens.access).await, json!({"active": false}));
 }
 
 async fn metadata_describes_the_endpoints(backend: Backend) {
@@ -208,15 +184,9 @@ async fn metadata_describes_the_endpoints(backend: Backend) {
         "revocation_endpoint",
         "introspection_endpoint",
     ] {
-        assert!(
-            m[field].as_str().unwrap().starts_with("http://authd.test/"),
-            "{field}"
-        );
+        assert!(m[field].as_str().unwrap().starts_with("http://authd.test/"), "{field}");
     }
-    assert_eq!(
-        m["grant_types_supported"],
-        json!(["password", "refresh_token"])
-    );
+    assert_eq!(m["grant_types_supported"], json!(["password", "refresh_token"]));
     assert_eq!(
         m["introspection_endpoint_auth_methods_supported"],
         json!(["client_secret_basic"])

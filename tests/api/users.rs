@@ -56,11 +56,7 @@ async fn bad_registrations_change_nothing(backend: Backend) {
             400,
             "invalid_email",
         ),
-        (
-            json!({"email": "a@b@c", "password": PASSWORD}),
-            400,
-            "invalid_email",
-        ),
+        (json!({"email": "a@b@c", "password": PASSWORD}), 400, "invalid_email"),
         (
             json!({"email": "@example.org", "password": PASSWORD}),
             400,
@@ -82,20 +78,10 @@ async fn bad_registrations_change_nothing(backend: Backend) {
             "invalid_email",
         ),
         (json!({"email": "x@example.org"}), 400, "invalid_request"),
-        (
-            json!({"email": 5, "password": PASSWORD}),
-            400,
-            "invalid_request",
-        ),
+        (json!({"email": 5, "password": PASSWORD}), 400, "invalid_request"),
     ];
     for (body, status, code) in cases {
-        let r = app
-            .http
-            .post(app.url("/v1/users"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = app.http.post(app.url("/v1/users")).json(&body).send().await.unwrap();
         assert_eq!(r.status(), status, "{body}");
         assert_eq!(r.json::<Value>().await.unwrap()["error"], code, "{body}");
     }
@@ -124,8 +110,7 @@ async fn passwords_are_stored_as_argon2id(backend: Backend) {
         .unwrap()
         .unwrap();
     assert!(
-        user.password_hash
-            .starts_with("$argon2id$v=19$m=1024,t=2,p=1$"),
+        user.password_hash.starts_with("$argon2id$v=19$m=1024,t=2,p=1$"),
         "{}",
         user.password_hash
     );
@@ -141,8 +126,5 @@ async fn me_returns_the_user(backend: Backend) {
     assert_eq!(r.json::<Value>().await.unwrap(), registered);
     let r = app.http.get(app.url("/v1/me")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .starts_with("Bearer"));
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
 }
