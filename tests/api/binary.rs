@@ -10,14 +10,14 @@ use serde_json::{json, Value};
 
 use crate::helpers::PASSWORD;
 
-struct Authd {
-    child: Child,
-    base: String,
+pub struct Authd {
+    pub child: Child,
+    pub base: String,
 }
 
 impl Authd {
     /// Starts `authd` (no subcommand) in `dir` with only the given variables.
-    fn start(dir: &Path, env: &[(&str, &str)]) -> Authd {
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Authd {
         let mut command = Command::new(env!("CARGO_BIN_EXE_authd"));
         command
             .current_dir(dir)
@@ -49,7 +49,7 @@ impl Authd {
         }
     }
 
-    fn stop(mut self) -> std::process::ExitStatus {
+    pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let status = self.child.wait().unwrap();

@@ -2,6 +2,7 @@
 //! world per test: a fresh Postgres database and Redis key prefix, or a
 //! fresh SQLite directory and in-process cache.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-fn with_database(url: &str, db: &str) -> String {
+pub fn with_database(url: &str, db: &str) -> String {
     match url.rfind('/') {
         Some(i) if i > "postgres://".len() => format!("{}/{}", &url[..i], db),
         _ => format!("{url}/{db}"),
@@ -40,7 +41,7 @@ fn with_database(url: &str, db: &str) -> String {
 }
 
 /// The real Postgres and Redis must be up: tests fail, never skip, without them.
-async fn require_servers() {
+pub async fn require_servers() {
     let mut pg = sqlx::PgConnection::connect(&database_url())
         .await
         .unwrap_or_else(|e| panic!("Postgres at {} is required for the tests: {e}", database_url()));
@@ -59,6 +60,15 @@ pub struct Options {
     pub refresh_grace: Duration,
     pub argon2_m_kib: u32,
     pub hash_queue: usize,
+    /// Use this Postgres database as it is (neither created nor dropped).
+    pub database_url: Option<String>,
+    /// Use this Redis (default: the shared one).
+    pub redis_url: Option<String>,
+    /// Share a key prefix with another app (default: a fresh one).
+    pub redis_prefix: Option<String>,
+    /// Use this keys directory instead of a fresh one with one new key.
+    pub keys_dir: Option<PathBuf>,
+    pub db_timeout: Duration,
 }
 
 impl Default for Options {
@@ -69,6 +79,11 @@ impl Default for Options {
             refresh_grace: Duration::from_secs(10),
             argon2_m_kib: 1024,
             hash_queue: 256,
+            database_url: None,
+            redis_url: None,
+            redis_prefix: None,
+            keys_dir: None,
+            db_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -79,7 +94,10 @@ pub struct TestApp {
     pub clock: Arc<ShiftedClock>,
     pub state: authd::http::AppState,
     pub database: Option<String>,
+    /// The Postgres URL this app uses (Postgres backend only).
+    pub database_url: Option<String>,
     pub redis_prefix: String,
+    pub keys_dir: PathBuf,
     _dirs: Vec<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -92,11 +110,26 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let data_dir = tempfile::tempdir().unwrap();
-        let keys_dir = tempfile::tempdir().unwrap();
-        keys::generate(keys_dir.path(), options.alg, time::OffsetDateTime::now_utc()).unwrap();
-        let redis_prefix = format!("authd-test:{unique}:");
-        let (database_url, redis, database) = match backend {
-            Backend::Postgres => {
+        let keys_tmp = tempfile::tempdir().unwrap();
+        let keys_dir = match &options.keys_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                keys::generate(keys_tmp.path(), options.alg, time::OffsetDateTime::now_utc()).unwrap();
+                keys_tmp.path().to_path_buf()
+            }
+        };
+        let redis_prefix = options
+            .redis_prefix
+            .clone()
+            .unwrap_or_else(|| format!("authd-test:{unique}:"));
+        let redis = options.redis_url.clone().unwrap_or_else(redis_url);
+        let (database_url, redis, database) = match (backend, &options.database_url) {
+            (Backend::Postgres, Some(url)) => (
+                Some(url.parse::<SecretUrl>().unwrap()),
+                Some(redis.parse().unwrap()),
+                None,
+            ),
+            (Backend::Postgres, None) => {
                 require_servers().await;
                 let name = format!("authd_t_{unique}");
                 let mut admin = sqlx::PgConnection::connect(&database_url()).await.unwrap();
@@ -106,12 +139,14 @@ impl TestApp {
                     .unwrap();
                 (
                     Some(with_database(&database_url(), &name).parse::<SecretUrl>().unwrap()),
-                    Some(redis_url().parse::<SecretUrl>().unwrap()),
+                    Some(redis.parse::<SecretUrl>().unwrap()),
                     Some(name),
                 )
             }
-            Backend::Embedded => (None, None, None),
+            (Backend::Embedded, _) => (None, None, None),
         };
+        let database_url_text = database_url.as_ref().map(|u: &SecretUrl| u.expose().to_string());
+        let keys_dir_copy = keys_dir.clone();
         let config = ServeConfig {
             store: StoreConfig {
                 database_url,
@@ -119,11 +154,11 @@ impl TestApp {
                 redis_prefix: redis_prefix.clone(),
                 data_dir: data_dir.path().to_path_buf(),
                 db_max_connections: 8,
-                db_timeout: Duration::from_secs(3),
+                db_timeout: options.db_timeout,
                 redis_timeout: Duration::from_millis(250),
             },
             keys: KeysConfig {
-                keys_dir: keys_dir.path().to_path_buf(),
+                keys_dir,
                 alg: options.alg,
             },
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -164,8 +199,10 @@ impl TestApp {
             clock,
             state,
             database,
+            database_url: database_url_text,
             redis_prefix,
-            _dirs: vec![data_dir, keys_dir],
+            keys_dir: keys_dir_copy,
+            _dirs: vec![data_dir, keys_tmp],
             shutdown: Some(tx),
         }
     }

@@ -2,10 +2,12 @@
 //! port, against real Postgres + Redis and against the embedded stores.
 
 mod helpers;
+mod servers;
 
 mod bad_input;
 mod binary;
 mod cleanup;
+mod faults;
 mod introspection;
 mod login;
 mod openapi;
