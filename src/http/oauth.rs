@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::extract::{ClientInfo, OAuthBody, ServiceClient};
 use super::AppState;
+use crate::domain::MAX_TOKEN_LEN;
 use crate::error::{Error, Result};
 use crate::session::introspect::Introspection;
 use crate::session::login::LoginRequest;
@@ -37,6 +38,17 @@ struct TokenRequest {
 
 fn required(value: Option<String>, name: &str) -> Result<String> {
     value.ok_or_else(|| Error::InvalidRequest(format!("{name} is required")))
+}
+
+/// A token parameter: required, and bounded like every other input.
+fn token_param(value: Option<String>) -> Result<String> {
+    let token = required(value, "token")?;
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(Error::InvalidRequest(format!(
+            "token must be at most {MAX_TOKEN_LEN} bytes"
+        )));
+    }
+    Ok(token)
 }
 
 fn no_store(body: impl serde::Serialize) -> Response {
@@ -88,7 +100,7 @@ struct TokenParam {
 }
 
 async fn revoke(State(state): State<AppState>, OAuthBody(req): OAuthBody<TokenParam>) -> Result<Response> {
-    let token = required(req.token, "token")?;
+    let token = token_param(req.token)?;
     state.sessions.revoke_token(&token).await?;
     Ok(no_store(json!({})))
 }
@@ -98,7 +110,7 @@ async fn introspect(
     _client: ServiceClient,
     OAuthBody(req): OAuthBody<TokenParam>,
 ) -> Result<Response> {
-    let token = required(req.token, "token")?;
+    let token = token_param(req.token)?;
     let answer: Introspection = state.sessions.introspect(&token).await?;
     Ok(no_store(answer))
 }
