@@ -116,7 +116,12 @@ impl Application {
         ));
         let params = config.argon2.params().map_err(anyhow::Error::msg)?;
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let hasher = PasswordHasher::new(params, workers, config.hash_queue)?;
+        let hasher = PasswordHasher::new(
+            params,
+            workers,
+            config.hash_queue,
+            config.argon2.pepper.as_ref().map(|p| p.expose()),
+        )?;
         let policy = Policy {
             access_ttl: config.access_ttl,
             idle_ttl: config.session_idle_ttl,

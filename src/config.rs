@@ -58,6 +58,32 @@ impl std::str::FromStr for SecretUrl {
     }
 }
 
+/// A secret from configuration; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::str::FromStr for SecretString {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() < 16 {
+            return Err("must be at least 16 characters".into());
+        }
+        Ok(SecretString(s.to_string()))
+    }
+}
+
 /// Where durable state lives and where the cache lives.
 #[derive(Args, Debug, Clone)]
 pub struct StoreConfig {
@@ -199,6 +225,10 @@ pub struct Argon2Config {
     /// argon2id parallelism.
     #[arg(long = "argon2-p", env = "AUTHD_ARGON2_P", default_value_t = 1)]
     pub p: u32,
+    /// Optional pepper: a server secret mixed into every hash (argon2's secret
+    /// input). Changing it invalidates every stored password.
+    #[arg(long = "password-pepper", env = "AUTHD_PASSWORD_PEPPER", hide_env_values = true)]
+    pub pepper: Option<SecretString>,
 }
 
 impl Argon2Config {

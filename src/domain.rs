@@ -100,28 +100,61 @@ impl Email {
 #[derive(Clone)]
 pub struct Password(String);
 
+/// The 10,000 most common passwords (zxcvbn's list, MIT), lower-case.
+const COMMON_PASSWORDS: &str = include_str!("auth/common-passwords.txt");
+
+fn is_common(password: &str) -> bool {
+    static SET: std::sync::OnceLock<std::collections::HashSet<&'static str>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| COMMON_PASSWORDS.lines().collect())
+        .contains(password.to_lowercase().as_str())
+}
+
+/// NFKC, so the same password typed on different keyboards or input methods
+/// (composed vs decomposed accents, full-width digits) hashes the same.
+fn normalize(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    raw.nfkc().collect()
+}
+
 impl Password {
-    /// A new password must satisfy the length policy.
+    /// A new password must satisfy the policy: 8 to 1024 bytes after NFKC
+    /// normalisation, and not one of the most common passwords.
     pub fn new_checked(raw: String) -> Result<Self, Error> {
-        if raw.len() < MIN_PASSWORD_LEN {
-            return Err(Error::validation(
-                "invalid_password",
-                format!("password must be at least {MIN_PASSWORD_LEN} bytes"),
-            ));
-        }
-        if raw.len() > MAX_PASSWORD_LEN {
+        if raw.len() > MAX_PASSWORD_LEN * 4 {
             return Err(Error::validation(
                 "invalid_password",
                 format!("password must be at most {MAX_PASSWORD_LEN} bytes"),
             ));
         }
-        Ok(Password(raw))
+        let normalized = normalize(&raw);
+        if normalized.len() < MIN_PASSWORD_LEN {
+            return Err(Error::validation(
+                "invalid_password",
+                format!("password must be at least {MIN_PASSWORD_LEN} bytes"),
+            ));
+        }
+        if normalized.len() > MAX_PASSWORD_LEN {
+            return Err(Error::validation(
+                "invalid_password",
+                format!("password must be at most {MAX_PASSWORD_LEN} bytes"),
+            ));
+        }
+        if is_common(&normalized) {
+            return Err(Error::validation(
+                "invalid_password",
+                "this password is among the most common ones and easy to guess; choose another",
+            ));
+        }
+        Ok(Password(normalized))
     }
 
     /// A presented password (login, current password) is only bounded: an
     /// over-long one is refused before any hashing work is spent on it.
     pub fn presented(raw: String) -> Option<Self> {
-        (raw.len() <= MAX_PASSWORD_LEN).then_some(Password(raw))
+        (raw.len() <= MAX_PASSWORD_LEN * 4)
+            .then(|| normalize(&raw))
+            .filter(|n| n.len() <= MAX_PASSWORD_LEN)
+            .map(Password)
     }
 
     pub fn expose(&self) -> &str {
@@ -335,7 +368,9 @@ mod tests {
     #[test]
     fn password_bounds() {
         assert!(Password::new_checked("1234567".into()).is_err());
-        assert!(Password::new_checked("12345678".into()).is_ok());
+        assert!(Password::new_checked("12345678".into()).is_err(), "common");
+        assert!(Password::new_checked("Password1".into()).is_err(), "common, any case");
+        assert!(Password::new_checked("correct horse".into()).is_ok());
         assert!(Password::new_checked("x".repeat(1025)).is_err());
         assert!(Password::presented("x".repeat(1025)).is_none());
         assert_eq!(

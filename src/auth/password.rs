@@ -30,8 +30,18 @@ pub struct PasswordHasher {
 }
 
 impl PasswordHasher {
-    pub fn new(params: Params, workers: usize, queue: usize) -> anyhow::Result<Self> {
-        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    pub fn new(params: Params, workers: usize, queue: usize, pepper: Option<&str>) -> anyhow::Result<Self> {
+        let argon = match pepper {
+            // Argon2 borrows the secret for 'static: the pepper lives as long as the process.
+            Some(p) => Argon2::new_with_secret(
+                Box::leak(p.as_bytes().to_vec().into_boxed_slice()),
+                Algorithm::Argon2id,
+                Version::V0x13,
+                params,
+            )
+            .map_err(|e| anyhow::anyhow!("AUTHD_PASSWORD_PEPPER is not usable: {e}"))?,
+            None => Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+        };
         let rng = SystemRandom::new();
         let dummy_hash = hash_blocking(&argon, &rng, "authd dummy password, never matches")
             .map_err(|e| anyhow::anyhow!("cannot compute the dummy hash: {e}"))?;
@@ -43,6 +53,22 @@ impl PasswordHasher {
             rng,
             dummy_hash: dummy_hash.into(),
         })
+    }
+
+    /// Whether a stored hash was made with other parameters than the
+    /// configured ones (so a successful login should store a new one).
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            return true;
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return true;
+        };
+        let want = self.argon.params();
+        parsed.algorithm != argon2::Algorithm::Argon2id.ident()
+            || params.m_cost() != want.m_cost()
+            || params.t_cost() != want.t_cost()
+            || params.p_cost() != want.p_cost()
     }
 
     /// A new PHC string for a password.
@@ -103,7 +129,7 @@ mod tests {
     use super::*;
 
     fn cheap() -> PasswordHasher {
-        PasswordHasher::new(Params::new(256, 1, 1, None).unwrap(), 2, 4).unwrap()
+        PasswordHasher::new(Params::new(256, 1, 1, None).unwrap(), 2, 4, None).unwrap()
     }
 
     #[tokio::test]
@@ -115,12 +141,24 @@ mod tests {
         assert!(h.verify(pw.clone(), Some(phc.clone())).await.unwrap());
         let wrong = Password::presented("wrong horse".into()).unwrap();
         assert!(!h.verify(wrong, Some(phc)).await.unwrap());
-        assert!(!h.verify(pw, None).await.unwrap());
+        assert!(!h.verify(pw.clone(), None).await.unwrap());
+        let stronger = PasswordHasher::new(Params::new(512, 1, 1, None).unwrap(), 2, 4, None).unwrap();
+        let phc = h.hash(pw.clone()).await.unwrap();
+        assert!(!h.needs_rehash(&phc));
+        assert!(stronger.needs_rehash(&phc));
+        let peppered =
+            PasswordHasher::new(Params::new(256, 1, 1, None).unwrap(), 2, 4, Some("pepper-0123456789")).unwrap();
+        assert!(
+            !peppered.verify(pw.clone(), Some(phc)).await.unwrap(),
+            "a pepper changes every hash"
+        );
+        let phc = peppered.hash(pw.clone()).await.unwrap();
+        assert!(peppered.verify(pw, Some(phc)).await.unwrap());
     }
 
     #[tokio::test]
     async fn a_full_queue_answers_unavailable() {
-        let h = PasswordHasher::new(Params::new(8192, 4, 1, None).unwrap(), 1, 0).unwrap();
+        let h = PasswordHasher::new(Params::new(8192, 4, 1, None).unwrap(), 1, 0, None).unwrap();
         let pw = Password::new_checked("correct horse".into()).unwrap();
         let (a, b) = tokio::join!(h.hash(pw.clone()), h.hash(pw));
         assert!(a.is_ok() ^ b.is_ok(), "exactly one of two hashes should be admitted");

@@ -70,6 +70,7 @@ impl SessionService {
             Ok(email) => self.store.find_user_by_email(&email.normalized()).await?,
             Err(_) => None,
         };
+        let password_for_rehash = password.clone();
         let verified = self
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
@@ -83,6 +84,9 @@ impl SessionService {
         };
 
         let now = self.clock.now();
+        if self.hasher.needs_rehash(&user.password_hash) {
+            self.upgrade_hash(&user, password_for_rehash, now).await;
+        }
         let refresh = RefreshToken::generate(&self.rng)?;
         let session = self.new_session(user.id, client_id, scope, device_name, &req, now);
         let (access_token, expires_in) = self.access_token(&session, now)?;
@@ -98,6 +102,23 @@ impl SessionService {
             session_id: session.id,
             scope: session.scope,
         })
+    }
+
+    /// Stores a hash with the current argon2 parameters; a failure only
+    /// postpones the upgrade to the next login.
+    async fn upgrade_hash(&self, user: &crate::store::UserRecord, password: Password, now: OffsetDateTime) {
+        let result = match self.hasher.hash(password).await {
+            Ok(hash) => self
+                .store
+                .set_password_hash(user.id, &hash, now)
+                .await
+                .map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => tracing::info!(user_id = %user.id, "password hash upgraded to the current parameters"),
+            Err(e) => tracing::warn!(user_id = %user.id, error = %e, "password hash upgrade failed"),
+        }
     }
 
     fn new_session(

@@ -139,6 +139,8 @@ pub trait DurableStore: Send + Sync {
         keep: SessionId,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<SessionId>>;
+    /// Replaces a password hash (same password, new parameters).
+    async fn set_password_hash(&self, user: UserId, new_hash: &str, now: OffsetDateTime) -> StoreResult<()>;
     /// Live sessions, newest first, at most `limit`.
     async fn list_live_sessions(
         &self,

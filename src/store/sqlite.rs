@@ -445,6 +445,18 @@ impl DurableStore for SqliteStore {
         .await
     }
 
+    async fn set_password_hash(&self, user: UserId, new_hash: &str, now: OffsetDateTime) -> StoreResult<()> {
+        self.bounded(
+            sqlx::query("UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3")
+                .bind(new_hash)
+                .bind(micros(now))
+                .bind(user.0)
+                .execute(&self.pool),
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn list_live_sessions(
         &self,
         user: UserId,

@@ -175,6 +175,7 @@ impl TestApp {
                 m_kib: options.argon2_m_kib,
                 t: 2,
                 p: 1,
+                pepper: None,
             },
             hash_queue: options.hash_queue,
             migrate_on_start: true,
