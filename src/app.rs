@@ -14,7 +14,9 @@ use crate::auth::keys::{self, KeySet};
 use crate::auth::password::PasswordHasher;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServeConfig, StoreConfig};
+use crate::http::limits::GlobalLimit;
 use crate::http::{self, AppState};
+use crate::session::throttle::ThrottlePolicy;
 use crate::session::{Policy, SessionService};
 use crate::store::guarded::GuardedCache;
 use crate::store::memory::MemoryCache;
@@ -129,12 +131,28 @@ impl Application {
             refresh_grace: config.refresh_grace,
             default_client_id: config.default_client_id.clone(),
         };
-        let sessions = Arc::new(SessionService::new(store, cache, tokens, hasher, clock, policy));
+        let throttle = ThrottlePolicy {
+            per_account_ip: config.limits.failures_per_account_ip,
+            per_ip: config.limits.failures_per_ip,
+            per_account: config.limits.failures_per_account,
+            window: config.limits.lockout,
+        };
+        let sessions = Arc::new(SessionService::new(
+            store, cache, tokens, hasher, clock, policy, throttle,
+        ));
         let state = AppState {
             sessions,
             clients: Arc::new(config.clients.clone()),
             metrics: metrics_handle(),
             request_timeout: config.request_timeout,
+            token_limit: Arc::new(GlobalLimit::per_second(config.limits.token_rate)),
+            register_limit: Arc::new(GlobalLimit::per_second(config.limits.register_rate)),
+            cors_origins: config
+                .cors_origins
+                .iter()
+                .filter(|o| !o.is_empty())
+                .filter_map(|o| axum::http::HeaderValue::from_str(o).ok())
+                .collect(),
         };
         let listener = TcpListener::bind(config.listen)
             .await

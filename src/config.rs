@@ -167,6 +167,14 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub argon2: Argon2Config,
 
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+
+    /// Browser origins allowed to call authd (CORS), comma-separated, e.g.
+    /// `https://app.example.org`. Empty: no CORS headers.
+    #[arg(long, env = "AUTHD_CORS_ORIGINS", value_delimiter = ',', default_value = "")]
+    pub cors_origins: Vec<String>,
+
     /// Password hashes allowed to wait for a hashing thread before logins get 503.
     #[arg(long, env = "AUTHD_HASH_QUEUE", default_value_t = 256)]
     pub hash_queue: usize,
@@ -210,6 +218,16 @@ impl ServeConfig {
         if self.audience.is_empty() {
             return Err("AUTHD_AUDIENCE must not be empty".into());
         }
+        for origin in self.cors_origins.iter().filter(|o| !o.is_empty()) {
+            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && axum::http::HeaderValue::from_str(origin).is_ok();
+            if !ok {
+                return Err(format!(
+                    "AUTHD_CORS_ORIGINS: `{origin}` is not an origin like https://app.example.org"
+                ));
+            }
+        }
         self.argon2.params().map(|_| ())
     }
 }
@@ -247,4 +265,27 @@ pub struct KeysConfig {
     /// Algorithm of newly generated keys: EdDSA, ES256 or RS256.
     #[arg(long, env = "AUTHD_ALG", default_value = "EdDSA")]
     pub alg: KeyAlg,
+}
+
+/// Brute-force and flood limits.
+#[derive(Args, Debug, Clone)]
+pub struct LimitsConfig {
+    /// Failed logins allowed per (account, IP) in one lockout window.
+    #[arg(long, env = "AUTHD_LOGIN_FAILURES_PER_ACCOUNT_IP", default_value_t = 5)]
+    pub failures_per_account_ip: u64,
+    /// Failed logins allowed per IP (any account) in one lockout window.
+    #[arg(long, env = "AUTHD_LOGIN_FAILURES_PER_IP", default_value_t = 50)]
+    pub failures_per_ip: u64,
+    /// Failed logins allowed per account from IPs it never logged in from.
+    #[arg(long, env = "AUTHD_LOGIN_FAILURES_PER_ACCOUNT", default_value_t = 20)]
+    pub failures_per_account: u64,
+    /// Length of a lockout window (it starts at the first failure).
+    #[arg(long, env = "AUTHD_LOGIN_LOCKOUT", value_parser = parse_duration, default_value = "15m")]
+    pub lockout: Duration,
+    /// Requests per second to /oauth/token, per process (0: unlimited).
+    #[arg(long, env = "AUTHD_TOKEN_RATE", default_value_t = 5000)]
+    pub token_rate: u32,
+    /// Requests per second to POST /v1/users, per process (0: unlimited).
+    #[arg(long, env = "AUTHD_REGISTER_RATE", default_value_t = 100)]
+    pub register_rate: u32,
 }

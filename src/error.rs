@@ -37,6 +37,9 @@ pub enum Error {
     WrongPassword,
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// Too many attempts; retry after this many seconds.
+    #[error("too many attempts; retry in {0} s")]
+    RateLimited(u64),
     /// A store or the hashing pool cannot serve now; the client may retry.
     #[error("{0}")]
     Unavailable(String),
@@ -71,6 +74,7 @@ impl Error {
             Error::EmailTaken => StatusCode::CONFLICT,
             Error::WrongPassword => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -88,6 +92,7 @@ impl Error {
             Error::InvalidToken(_) => "invalid_token",
             Error::WrongPassword => "invalid_password",
             Error::NotFound(_) => "not_found",
+            Error::RateLimited(_) => "too_many_requests",
             Error::Unavailable(_) => "temporarily_unavailable",
             Error::Internal(_) => "server_error",
         }
@@ -141,6 +146,9 @@ impl IntoResponse for Error {
             }
             Error::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::RateLimited(seconds) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
             }
             _ => {}
         }

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use crate::domain::MAX_USER_AGENT_LEN;
 use crate::error::Error;
+use crate::session::audit::Meta;
 use crate::session::Authenticated;
 
 enum BodyKind {
@@ -93,10 +94,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
     }
 }
 
-/// Where a request came from, for the device list.
+/// Where a request came from, for the device list and the audit trail.
 pub struct ClientInfo {
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+}
+
+impl ClientInfo {
+    pub fn as_user(&self) -> Meta {
+        Meta::user(self.ip.clone(), self.user_agent.clone())
+    }
+
+    pub fn as_client(&self, client: &str) -> Meta {
+        Meta::client(client, self.ip.clone(), self.user_agent.clone())
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {

@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -19,6 +20,7 @@ use crate::error::Error;
 use crate::session::SessionService;
 
 pub mod extract;
+pub mod limits;
 pub mod oauth;
 pub mod ops;
 pub mod sessions;
@@ -33,11 +35,35 @@ pub struct AppState {
     pub clients: Arc<ClientCredentials>,
     pub metrics: PrometheusHandle,
     pub request_timeout: Duration,
+    pub token_limit: Arc<limits::GlobalLimit>,
+    pub register_limit: Arc<limits::GlobalLimit>,
+    /// Browser origins allowed by CORS (none: no CORS headers at all).
+    pub cors_origins: Vec<HeaderValue>,
+}
+
+fn security_headers() -> [(HeaderName, HeaderValue); 6] {
+    [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+        ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+        ("cache-control", "no-store"),
+    ]
+    .map(|(name, value)| (HeaderName::from_static(name), HeaderValue::from_static(value)))
+}
+
+fn cors(origins: &[HeaderValue]) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
 }
 
 pub fn router(state: AppState) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let mut router = Router::new()
         .merge(oauth::router())
         .merge(users::router())
         .merge(sessions::router())
@@ -48,11 +74,16 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             Error::Internal("handler panicked".into()).into_response()
-        }))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            HeaderName::from_static("x-content-type-options"),
-            HeaderValue::from_static("nosniff"),
-        ))
+        }));
+    // Every response, errors included, carries the security headers; a
+    // handler's own Cache-Control (the JWKS is cacheable) wins.
+    for (name, value) in security_headers() {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(name, value));
+    }
+    if !state.cors_origins.is_empty() {
+        router = router.layer(cors(&state.cors_origins));
+    }
+    router
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let request_id = req

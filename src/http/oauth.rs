@@ -13,6 +13,7 @@ use super::extract::{ClientInfo, OAuthBody, ServiceClient};
 use super::AppState;
 use crate::domain::MAX_TOKEN_LEN;
 use crate::error::{Error, Result};
+use crate::session::audit::Meta;
 use crate::session::introspect::Introspection;
 use crate::session::login::LoginRequest;
 
@@ -67,6 +68,7 @@ async fn token(
     info: ClientInfo,
     OAuthBody(req): OAuthBody<TokenRequest>,
 ) -> Result<Response> {
+    state.token_limit.check()?;
     let grant_type = required(req.grant_type, "grant_type")?;
     let response = match grant_type.as_str() {
         "password" => {
@@ -84,7 +86,10 @@ async fn token(
         "refresh_token" => {
             state
                 .sessions
-                .refresh(&required(req.refresh_token, "refresh_token")?)
+                .refresh(
+                    &required(req.refresh_token, "refresh_token")?,
+                    &Meta::user(info.ip, info.user_agent),
+                )
                 .await?
         }
         _ => return Err(Error::UnsupportedGrantType),
@@ -99,9 +104,13 @@ struct TokenParam {
     token_type_hint: Option<String>,
 }
 
-async fn revoke(State(state): State<AppState>, OAuthBody(req): OAuthBody<TokenParam>) -> Result<Response> {
+async fn revoke(
+    State(state): State<AppState>,
+    info: ClientInfo,
+    OAuthBody(req): OAuthBody<TokenParam>,
+) -> Result<Response> {
     let token = token_param(req.token)?;
-    state.sessions.revoke_token(&token).await?;
+    state.sessions.revoke_token(&token, &info.as_user()).await?;
     Ok(no_store(json!({})))
 }
 

@@ -6,10 +6,13 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::extract::{AuthUser, IdSegment, ServiceClient};
+use super::extract::{AuthUser, ClientInfo, IdSegment, ServiceClient};
 use super::AppState;
 use crate::domain::{SessionId, UserId};
 use crate::error::{Error, Result};
+
+/// Most audit events one admin request returns.
+const MAX_EVENTS: i64 = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -21,6 +24,7 @@ pub fn router() -> Router<AppState> {
             "/v1/admin/users/{id}/sessions",
             get(admin_list).delete(admin_revoke_all),
         )
+        .route("/v1/admin/users/{id}/events", get(admin_events))
 }
 
 fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T> {
@@ -35,52 +39,82 @@ async fn list(State(state): State<AppState>, AuthUser(auth): AuthUser) -> Result
 async fn revoke_one(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
+    info: ClientInfo,
     IdSegment(id): IdSegment,
 ) -> Result<StatusCode> {
     let id: SessionId = parse_id(&id, "session")?;
     state
         .sessions
-        .revoke_session(id, Some(auth.user_id), "revoked_by_user")
+        .revoke_session(id, Some(auth.user_id), "revoked_by_user", &info.as_user())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn revoke_others(State(state): State<AppState>, AuthUser(auth): AuthUser) -> Result<Json<Value>> {
+async fn revoke_others(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    info: ClientInfo,
+) -> Result<Json<Value>> {
     let revoked = state
         .sessions
-        .revoke_user_sessions(auth.user_id, Some(auth.session_id), "revoked_others")
+        .revoke_user_sessions(auth.user_id, Some(auth.session_id), "revoked_others", &info.as_user())
         .await?;
     Ok(Json(json!({ "revoked": revoked })))
 }
 
-async fn logout(State(state): State<AppState>, AuthUser(auth): AuthUser) -> Result<StatusCode> {
+async fn logout(State(state): State<AppState>, AuthUser(auth): AuthUser, info: ClientInfo) -> Result<StatusCode> {
     state
         .sessions
-        .revoke_session(auth.session_id, Some(auth.user_id), "logout")
+        .revoke_session(auth.session_id, Some(auth.user_id), "logout", &info.as_user())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn admin_list(
     State(state): State<AppState>,
-    _client: ServiceClient,
+    ServiceClient(client): ServiceClient,
+    info: ClientInfo,
     IdSegment(id): IdSegment,
 ) -> Result<Json<Value>> {
     let user: UserId = parse_id(&id, "user")?;
     let sessions = state.sessions.admin_list_sessions(user).await?;
+    state
+        .sessions
+        .audit(
+            "admin_sessions_listed",
+            Some(user),
+            None,
+            None,
+            &info.as_client(&client),
+        )
+        .await;
     Ok(Json(json!({ "sessions": sessions })))
 }
 
 async fn admin_revoke_all(
     State(state): State<AppState>,
     ServiceClient(client): ServiceClient,
+    info: ClientInfo,
     IdSegment(id): IdSegment,
 ) -> Result<Json<Value>> {
     let user: UserId = parse_id(&id, "user")?;
     if state.sessions.store().get_user(user).await?.is_none() {
         return Err(Error::NotFound("user"));
     }
-    tracing::info!(client = %client, user_id = %user, "admin revokes all sessions");
-    let revoked = state.sessions.revoke_user_sessions(user, None, "admin_revoked").await?;
+    let meta = info.as_client(&client);
+    let revoked = state
+        .sessions
+        .revoke_user_sessions(user, None, "admin_revoked", &meta)
+        .await?;
     Ok(Json(json!({ "revoked": revoked })))
+}
+
+async fn admin_events(
+    State(state): State<AppState>,
+    ServiceClient(_client): ServiceClient,
+    IdSegment(id): IdSegment,
+) -> Result<Json<Value>> {
+    let user: UserId = parse_id(&id, "user")?;
+    let events = state.sessions.audit_events(user, MAX_EVENTS).await?;
+    Ok(Json(json!({ "events": events })))
 }

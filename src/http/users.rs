@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::extract::{AppJson, AuthUser};
+use super::extract::{AppJson, AuthUser, ClientInfo};
 use super::AppState;
 use crate::error::Result;
 use crate::session::account::UserView;
@@ -25,8 +25,16 @@ struct Registration {
     password: String,
 }
 
-async fn register(State(state): State<AppState>, AppJson(req): AppJson<Registration>) -> Result<impl IntoResponse> {
-    let user = state.sessions.register(&req.email, req.password).await?;
+async fn register(
+    State(state): State<AppState>,
+    info: ClientInfo,
+    AppJson(req): AppJson<Registration>,
+) -> Result<impl IntoResponse> {
+    state.register_limit.check()?;
+    let user = state
+        .sessions
+        .register(&req.email, req.password, &info.as_user())
+        .await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -43,11 +51,18 @@ struct PasswordChange {
 async fn change_password(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
+    info: ClientInfo,
     AppJson(req): AppJson<PasswordChange>,
 ) -> Result<StatusCode> {
     state
         .sessions
-        .change_password(auth.user_id, auth.session_id, req.current_password, req.new_password)
+        .change_password(
+            auth.user_id,
+            auth.session_id,
+            req.current_password,
+            req.new_password,
+            &info.as_user(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

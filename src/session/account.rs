@@ -3,6 +3,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::audit::Meta;
 use super::SessionService;
 use crate::domain::{Email, Password, SessionId, UserId};
 use crate::error::{Error, Result};
@@ -28,7 +29,7 @@ impl From<UserRecord> for UserView {
 
 impl SessionService {
     #[tracing::instrument(skip_all)]
-    pub async fn register(&self, email: &str, password: String) -> Result<UserView> {
+    pub async fn register(&self, email: &str, password: String, meta: &Meta) -> Result<UserView> {
         let email = Email::parse(email)?;
         let password = Password::new_checked(password)?;
         let password_hash = self.hasher.hash(password).await?;
@@ -41,7 +42,7 @@ impl SessionService {
         if !self.store.create_user(&user, &email.normalized()).await? {
             return Err(Error::EmailTaken);
         }
-        tracing::info!(user_id = %user.id, "user registered");
+        self.audit("user_registered", Some(user.id), None, None, meta).await;
         Ok(user.into())
     }
 
@@ -62,6 +63,7 @@ impl SessionService {
         current_session: SessionId,
         current: String,
         new: String,
+        meta: &Meta,
     ) -> Result<()> {
         let current = Password::presented(current).ok_or(Error::WrongPassword)?;
         let new = Password::new_checked(new)?;
@@ -79,7 +81,12 @@ impl SessionService {
             .change_password(user, &new_hash, current_session, self.clock.now())
             .await?;
         self.forget(&revoked).await;
-        tracing::info!(revoked = revoked.len(), "password changed");
+        self.audit("password_changed", Some(user), Some(current_session), None, meta)
+            .await;
+        for id in &revoked {
+            self.audit("session_revoked", Some(user), Some(*id), Some("password_changed"), meta)
+                .await;
+        }
         Ok(())
     }
 }

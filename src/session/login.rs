@@ -2,6 +2,7 @@
 
 use time::OffsetDateTime;
 
+use super::audit::Meta;
 use super::{secs, SessionService, TokenResponse};
 use crate::domain::{
     parse_scope, ClientId, Email, Password, RefreshToken, SessionId, MAX_DEVICE_NAME_LEN, MAX_USER_AGENT_LEN,
@@ -66,6 +67,7 @@ impl SessionService {
 
         // An unknown or malformed username still costs one hash verification,
         // so the answer and its timing match a wrong password.
+        self.check_login_allowed(&req.username, req.ip.as_deref()).await?;
         let user = match Email::parse(&req.username) {
             Ok(email) => self.store.find_user_by_email(&email.normalized()).await?,
             Err(_) => None,
@@ -79,9 +81,13 @@ impl SessionService {
             Some(user) if verified => user,
             _ => {
                 metrics::counter!("authd_logins_total", "outcome" => "failure").increment(1);
+                self.record_login_failure(&req.username, req.ip.as_deref()).await;
+                let meta = Meta::user(req.ip.clone(), req.user_agent.clone());
+                self.audit("login_failed", user.map(|u| u.id), None, None, &meta).await;
                 return Err(Error::InvalidGrant(BAD_CREDENTIALS));
             }
         };
+        self.record_login_success(&req.username, req.ip.as_deref()).await;
 
         let now = self.clock.now();
         if self.hasher.needs_rehash(&user.password_hash) {
@@ -93,7 +99,9 @@ impl SessionService {
         self.store.create_session(&session, &refresh.hash()).await?;
         self.remember(&session, now).await;
         metrics::counter!("authd_logins_total", "outcome" => "success").increment(1);
-        tracing::info!(user_id = %user.id, session_id = %session.id, "login");
+        let meta = Meta::user(req.ip.clone(), req.user_agent.clone());
+        self.audit("login_succeeded", Some(user.id), Some(session.id), None, &meta)
+            .await;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer".into(),

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::store::{CacheLookup, DurableStore, SessionCache, SessionRecord};
 
 pub mod account;
+pub mod audit;
 pub mod cleanup;
 pub mod grace;
 pub mod introspect;
@@ -23,6 +24,7 @@ pub mod list;
 pub mod login;
 pub mod refresh;
 pub mod revoke;
+pub mod throttle;
 
 /// Lifetimes and defaults the rules apply.
 #[derive(Debug, Clone)]
@@ -62,6 +64,8 @@ pub struct SessionService {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) policy: Policy,
     pub(crate) rng: SystemRandom,
+    pub(crate) throttle: throttle::ThrottlePolicy,
+    pub(crate) counters: throttle::Counters,
 }
 
 /// Longest a cached "live" entry is trusted before the database is asked again.
@@ -79,6 +83,7 @@ impl SessionService {
         hasher: PasswordHasher,
         clock: Arc<dyn Clock>,
         policy: Policy,
+        throttle: throttle::ThrottlePolicy,
     ) -> Self {
         SessionService {
             store,
@@ -88,6 +93,8 @@ impl SessionService {
             clock,
             policy,
             rng: SystemRandom::new(),
+            throttle,
+            counters: throttle::Counters::default(),
         }
     }
 

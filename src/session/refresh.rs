@@ -10,6 +10,7 @@
 
 use time::OffsetDateTime;
 
+use super::audit::Meta;
 use super::{grace, secs, SessionService, TokenResponse};
 use crate::domain::RefreshToken;
 use crate::error::{Error, Result};
@@ -28,7 +29,7 @@ enum Outcome {
 
 impl SessionService {
     #[tracing::instrument(skip_all)]
-    pub async fn refresh(&self, presented: &str) -> Result<TokenResponse> {
+    pub async fn refresh(&self, presented: &str, meta: &Meta) -> Result<TokenResponse> {
         let Some(token) = RefreshToken::parse(presented) else {
             return Err(Error::InvalidGrant(INVALID_REFRESH));
         };
@@ -60,8 +61,15 @@ impl SessionService {
             }
             Outcome::ReuseDetected => {
                 metrics::counter!("authd_refreshes_total", "outcome" => "reuse_detected").increment(1);
-                tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reuse; session revoked");
                 self.forget(&[session.id]).await;
+                self.audit(
+                    "refresh_token_reuse_detected",
+                    Some(session.user_id),
+                    Some(session.id),
+                    Some(REUSE_REASON),
+                    meta,
+                )
+                .await;
                 Err(Error::InvalidGrant(INVALID_REFRESH))
             }
             Outcome::Refused => {

@@ -67,6 +67,23 @@ impl SessionRecord {
     }
 }
 
+/// One entry of the audit trail.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEvent {
+    pub id: uuid::Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// e.g. `login_succeeded`, `login_failed`, `session_revoked`.
+    pub kind: String,
+    pub user_id: Option<UserId>,
+    pub session_id: Option<SessionId>,
+    /// `user`, `client:<id>` or `system`.
+    pub actor: String,
+    pub reason: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
 /// A refresh token found in the store, with its session as it stands under lock.
 #[derive(Debug, Clone)]
 pub struct RefreshCandidate {
@@ -151,6 +168,11 @@ pub trait DurableStore: Send + Sync {
     /// Deletes up to `batch` sessions that expired or were revoked before `cutoff`.
     async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64>;
 
+    /// Appends to the audit trail.
+    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+    /// A user's audit events, newest first.
+    async fn list_audit(&self, user: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>>;
+
     /// Records revocations the cache did not receive, and alerts every
     /// process (see [`DurableStore::watch_cache_alerts`]) not to trust it.
     async fn record_pending_revocations(&self, ids: &[SessionId], now: OffsetDateTime) -> StoreResult<()>;
@@ -186,4 +208,18 @@ pub trait SessionCache: Send + Sync {
     async fn put_live(&self, id: SessionId, user_id: UserId, expires_at: i64, ttl: Duration) -> StoreResult<()>;
     /// Records revocations for `ttl` (at least as long as the sessions could have lived).
     async fn mark_revoked(&self, ids: &[SessionId], ttl: Duration) -> StoreResult<()>;
+
+    /// Counts one event under `key` in a fixed window that starts with the
+    /// key's first event; returns the count and the time left in the window.
+    async fn hit(&self, key: &str, window: Duration) -> StoreResult<Counter>;
+    /// The count under `key` without adding to it.
+    async fn peek(&self, key: &str) -> StoreResult<Counter>;
+    async fn clear(&self, key: &str) -> StoreResult<()>;
+}
+
+/// A windowed event count (rate limits, failed logins).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub count: u64,
+    pub remaining: Duration,
 }

@@ -15,7 +15,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::Script;
 
-use super::{CacheLookup, SessionCache, StoreError, StoreResult};
+use super::{CacheLookup, Counter, SessionCache, StoreError, StoreResult};
 use crate::config::SecretUrl;
 use crate::domain::{SessionId, UserId};
 
@@ -67,6 +67,26 @@ enum Target {
     Cluster(ClusterClient),
 }
 
+/// INCR with the window set on the first event; returns count and ms left.
+const HIT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {n, redis.call('PTTL', KEYS[1])}
+";
+
+const PEEK: &str = r"
+local n = redis.call('GET', KEYS[1])
+if not n then return {0, 0} end
+return {tonumber(n), redis.call('PTTL', KEYS[1])}
+";
+
+fn counter(raw: (u64, i64)) -> Counter {
+    Counter {
+        count: raw.0,
+        remaining: Duration::from_millis(raw.1.max(0) as u64),
+    }
+}
+
 pub struct RedisCache {
     target: Target,
     conn: Arc<RwLock<Option<Conn>>>,
@@ -74,6 +94,8 @@ pub struct RedisCache {
     prefix: String,
     timeout: Duration,
     put_live: Script,
+    hit: Script,
+    peek: Script,
     description: String,
 }
 
@@ -108,12 +130,18 @@ impl RedisCache {
             prefix: prefix.to_string(),
             timeout,
             put_live: Script::new(PUT_LIVE),
+            hit: Script::new(HIT),
+            peek: Script::new(PEEK),
             description: format!("redis:{}", url.redacted()),
         };
         if let Err(e) = cache.connection().await {
             tracing::warn!(error = %e, "redis is not reachable at startup; serving from the database until it is");
         }
         Ok(cache)
+    }
+
+    fn counter_key(&self, key: &str) -> String {
+        format!("{}c:{}", self.prefix, key)
     }
 
     fn key(&self, id: SessionId) -> String {
@@ -246,6 +274,33 @@ impl SessionCache for RedisCache {
             .collect::<redis::RedisResult<Vec<()>>>()
             .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
         Ok(())
+    }
+
+    async fn hit(&self, key: &str, window: Duration) -> StoreResult<Counter> {
+        let mut conn = self.connection().await?;
+        let mut invocation = self.hit.key(self.counter_key(key));
+        invocation.arg(window.as_millis().max(1) as u64);
+        self.bounded(invocation.invoke_async::<(u64, i64)>(&mut conn))
+            .await
+            .map(counter)
+    }
+
+    async fn peek(&self, key: &str) -> StoreResult<Counter> {
+        let mut conn = self.connection().await?;
+        let invocation = self.peek.key(self.counter_key(key));
+        self.bounded(invocation.invoke_async::<(u64, i64)>(&mut conn))
+            .await
+            .map(counter)
+    }
+
+    async fn clear(&self, key: &str) -> StoreResult<()> {
+        let mut conn = self.connection().await?;
+        self.bounded(
+            redis::cmd("DEL")
+                .arg(self.counter_key(key))
+                .query_async::<()>(&mut conn),
+        )
+        .await
     }
 }
 

@@ -15,7 +15,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError, StoreResult, UserRecord,
+    AuditEvent, Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError, StoreResult,
+    UserRecord,
 };
 use crate::domain::{SessionId, TokenHash, UserId};
 
@@ -107,6 +108,19 @@ impl SessionRow {
             revoke_reason: self.revoke_reason,
         })
     }
+}
+
+#[derive(FromRow)]
+struct AuditRow {
+    id: Uuid,
+    at: i64,
+    kind: String,
+    user_id: Option<Uuid>,
+    session_id: Option<Uuid>,
+    actor: String,
+    reason: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -492,6 +506,56 @@ impl DurableStore for SqliteStore {
             )
             .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        self.bounded(
+            sqlx::query(
+                "INSERT INTO audit_events (id, at, kind, user_id, session_id, actor, reason, ip, user_agent) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .bind(e.id)
+            .bind(micros(e.at))
+            .bind(&e.kind)
+            .bind(e.user_id.map(|u| u.0))
+            .bind(e.session_id.map(|s| s.0))
+            .bind(&e.actor)
+            .bind(&e.reason)
+            .bind(&e.ip)
+            .bind(&e.user_agent)
+            .execute(&self.pool),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn list_audit(&self, user: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>> {
+        let rows: Vec<AuditRow> = self
+            .bounded(
+                sqlx::query_as(
+                    "SELECT id, at, kind, user_id, session_id, actor, reason, ip, user_agent FROM audit_events \
+                     WHERE user_id = ?1 ORDER BY at DESC, id DESC LIMIT ?2",
+                )
+                .bind(user.0)
+                .bind(limit)
+                .fetch_all(&self.pool),
+            )
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    id: r.id,
+                    at: from_micros(r.at)?,
+                    kind: r.kind,
+                    user_id: r.user_id.map(UserId),
+                    session_id: r.session_id.map(SessionId),
+                    actor: r.actor,
+                    reason: r.reason,
+                    ip: r.ip,
+                    user_agent: r.user_agent,
+                })
+            })
+            .collect()
     }
 
     async fn record_pending_revocations(&self, ids: &[SessionId], now: OffsetDateTime) -> StoreResult<()> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use authd::app::Application;
 use authd::auth::keys::{self, KeyAlg};
 use authd::clock::ShiftedClock;
-use authd::config::{Argon2Config, KeysConfig, SecretUrl, ServeConfig, StoreConfig};
+use authd::config::{Argon2Config, KeysConfig, LimitsConfig, SecretUrl, ServeConfig, StoreConfig};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -69,6 +69,7 @@ pub struct Options {
     /// Use this keys directory instead of a fresh one with one new key.
     pub keys_dir: Option<PathBuf>,
     pub db_timeout: Duration,
+    pub limits: LimitsConfig,
 }
 
 impl Default for Options {
@@ -84,6 +85,14 @@ impl Default for Options {
             redis_prefix: None,
             keys_dir: None,
             db_timeout: Duration::from_secs(3),
+            limits: LimitsConfig {
+                failures_per_account_ip: 5,
+                failures_per_ip: 50,
+                failures_per_account: 20,
+                lockout: Duration::from_secs(900),
+                token_rate: 0,
+                register_rate: 0,
+            },
         }
     }
 }
@@ -178,6 +187,8 @@ impl TestApp {
                 pepper: None,
             },
             hash_queue: options.hash_queue,
+            limits: options.limits.clone(),
+            cors_origins: vec!["https://app.example.org".into()],
             migrate_on_start: true,
             cleanup_interval: Duration::ZERO,
             cleanup_retention: Duration::from_secs(7 * 86400),

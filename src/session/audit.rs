@@ -1,0 +1,87 @@
+//! The audit trail: every security-relevant event, as a row in the durable
+//! store and as a structured `tracing` event (target `authd::audit`). Never
+//! a password, token or secret; emails are not recorded either (the user id
+//! says who).
+
+use super::SessionService;
+use crate::domain::{SessionId, UserId};
+use crate::store::AuditEvent;
+
+/// Who acted, and from where.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    /// `user`, `client:<id>` or `system`.
+    pub actor: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Meta {
+    pub fn user(ip: Option<String>, user_agent: Option<String>) -> Self {
+        Meta {
+            actor: "user".into(),
+            ip,
+            user_agent,
+        }
+    }
+
+    pub fn client(id: &str, ip: Option<String>, user_agent: Option<String>) -> Self {
+        Meta {
+            actor: format!("client:{id}"),
+            ip,
+            user_agent,
+        }
+    }
+
+    pub fn system() -> Self {
+        Meta {
+            actor: "system".into(),
+            ..Meta::default()
+        }
+    }
+}
+
+impl SessionService {
+    /// Records an event; a store failure is logged, never fatal to the request.
+    pub(crate) async fn audit(
+        &self,
+        kind: &str,
+        user: Option<UserId>,
+        session: Option<SessionId>,
+        reason: Option<&str>,
+        meta: &Meta,
+    ) {
+        let event = AuditEvent {
+            id: uuid::Uuid::now_v7(),
+            at: self.clock.now(),
+            kind: kind.to_string(),
+            user_id: user,
+            session_id: session,
+            actor: meta.actor.clone(),
+            reason: reason.map(str::to_string),
+            ip: meta.ip.clone(),
+            user_agent: meta.user_agent.clone(),
+        };
+        tracing::info!(
+            target: "authd::audit",
+            kind,
+            user_id = ?user.map(|u| u.to_string()),
+            session_id = ?session.map(|s| s.to_string()),
+            actor = %meta.actor,
+            reason,
+            ip = ?meta.ip,
+            "audit"
+        );
+        if let Err(e) = self.store.record_audit(&event).await {
+            tracing::error!(error = %e, kind, "could not record an audit event");
+        }
+    }
+
+    /// A user's audit trail for the admin API, newest first.
+    pub async fn audit_events(&self, user: UserId, limit: i64) -> crate::error::Result<Vec<AuditEvent>> {
+        if self.store.get_user(user).await?.is_none() {
+            return Err(crate::error::Error::NotFound("user"));
+        }
+        Ok(self.store.list_audit(user, limit).await?)
+    }
+}
