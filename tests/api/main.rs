@@ -4,6 +4,7 @@
 mod helpers;
 mod servers;
 
+mod attacks;
 mod bad_input;
 mod binary;
 mod cleanup;
