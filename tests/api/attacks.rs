@@ -250,7 +250,7 @@ async fn wrong_password_and_unknown_user_take_the_same_time() {
     options.limits.failures_per_account = 1000;
     let app = TestApp::spawn_with(Backend::Postgres, options).await;
     app.register("ann@example.org").await;
-    let mut time_of = |email: &'static str| {
+    let time_of = |email: &'static str| {
         let app = &app;
         async move {
             let started = Instant::now();
