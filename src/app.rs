@@ -147,6 +147,7 @@ impl Application {
             request_timeout: config.request_timeout,
             token_limit: Arc::new(GlobalLimit::per_second(config.limits.token_rate)),
             register_limit: Arc::new(GlobalLimit::per_second(config.limits.register_rate)),
+            refresh_cookie_max_age: config.session_idle_ttl,
             cors_origins: config
                 .cors_origins
                 .iter()

@@ -19,6 +19,7 @@ use crate::domain::ClientCredentials;
 use crate::error::Error;
 use crate::session::SessionService;
 
+pub mod cookie;
 pub mod extract;
 pub mod limits;
 pub mod oauth;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub register_limit: Arc<limits::GlobalLimit>,
     /// Browser origins allowed by CORS (none: no CORS headers at all).
     pub cors_origins: Vec<HeaderValue>,
+    /// Lifetime of the refresh cookie in cookie mode (the idle timeout).
+    pub refresh_cookie_max_age: Duration,
 }
 
 fn security_headers() -> [(HeaderName, HeaderValue); 6] {
@@ -57,7 +60,12 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins.iter().cloned()))
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static(cookie::OPT_IN_HEADER),
+        ])
+        .allow_credentials(true)
         .max_age(Duration::from_secs(600))
 }
 

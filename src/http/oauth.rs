@@ -1,14 +1,15 @@
 //! OAuth-shaped endpoints: token, revoke, introspect, and discovery metadata.
 
 use axum::extract::State;
-use axum::http::header::CACHE_CONTROL;
-use axum::http::HeaderValue;
+use axum::http::header::{CACHE_CONTROL, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::cookie;
 use super::extract::{ClientInfo, OAuthBody, ServiceClient};
 use super::AppState;
 use crate::domain::MAX_TOKEN_LEN;
@@ -66,11 +67,13 @@ fn no_store(body: impl serde::Serialize) -> Response {
 async fn token(
     State(state): State<AppState>,
     info: ClientInfo,
+    headers: HeaderMap,
     OAuthBody(req): OAuthBody<TokenRequest>,
 ) -> Result<Response> {
     state.token_limit.check()?;
+    let use_cookie = cookie::requested(&headers);
     let grant_type = required(req.grant_type, "grant_type")?;
-    let response = match grant_type.as_str() {
+    let answer = match grant_type.as_str() {
         "password" => {
             let login = LoginRequest {
                 username: required(req.username, "username")?,
@@ -84,17 +87,32 @@ async fn token(
             state.sessions.login(login).await?
         }
         "refresh_token" => {
+            let presented = match req.refresh_token {
+                Some(token) => token,
+                None if use_cookie => cookie::refresh_token(&headers)
+                    .ok_or_else(|| Error::InvalidRequest("no refresh token in the request or its cookie".into()))?,
+                None => return Err(Error::InvalidRequest("refresh_token is required".into())),
+            };
             state
                 .sessions
-                .refresh(
-                    &required(req.refresh_token, "refresh_token")?,
-                    &Meta::user(info.ip, info.user_agent),
-                )
+                .refresh(&presented, &Meta::user(info.ip, info.user_agent))
                 .await?
         }
         _ => return Err(Error::UnsupportedGrantType),
     };
-    Ok(no_store(response))
+    if !use_cookie {
+        return Ok(no_store(answer));
+    }
+    // Cookie mode: the refresh token goes into the cookie, not the body.
+    let set_cookie = cookie::set(&answer.refresh_token, state.refresh_cookie_max_age)
+        .ok_or_else(|| Error::Internal("refresh token is not a valid cookie value".into()))?;
+    let mut body = serde_json::to_value(&answer).map_err(|e| Error::Internal(e.to_string()))?;
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("refresh_token");
+    }
+    let mut response = no_store(body);
+    response.headers_mut().insert(SET_COOKIE, set_cookie);
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -107,11 +125,22 @@ struct TokenParam {
 async fn revoke(
     State(state): State<AppState>,
     info: ClientInfo,
+    headers: HeaderMap,
     OAuthBody(req): OAuthBody<TokenParam>,
 ) -> Result<Response> {
-    let token = token_param(req.token)?;
-    state.sessions.revoke_token(&token, &info.as_user()).await?;
-    Ok(no_store(json!({})))
+    let use_cookie = cookie::requested(&headers);
+    let token = match (req.token, use_cookie) {
+        (None, true) => cookie::refresh_token(&headers),
+        (token, _) => Some(token_param(token)?),
+    };
+    if let Some(token) = token {
+        state.sessions.revoke_token(&token, &info.as_user()).await?;
+    }
+    let mut response = no_store(json!({}));
+    if use_cookie {
+        response.headers_mut().insert(SET_COOKIE, cookie::clear());
+    }
+    Ok(response)
 }
 
 async fn introspect(

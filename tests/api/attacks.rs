@@ -526,3 +526,83 @@ async fn logs_never_contain_passwords_or_tokens() {
         assert!(!text.contains(secret), "a secret is in the log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_mode_keeps_the_refresh_token_out_of_scripts() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    app.register("ann@example.org").await;
+    let r = app
+        .http
+        .post(app.url("/oauth/token"))
+        .header("x-authd-cookie", "1")
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "ann@example.org"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/oauth"] {
+        assert!(set_cookie.contains(attr), "{attr} missing: {set_cookie}");
+    }
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body.get("refresh_token").is_none(),
+        "the body must not carry the refresh token"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+
+    // Without the custom header (a cross-site form post), the cookie is not used.
+    let r = app
+        .http
+        .post(app.url("/oauth/token"))
+        .header("cookie", &cookie)
+        .form(&[("grant_type", "refresh_token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app
+        .http
+        .post(app.url("/oauth/token"))
+        .header("cookie", &cookie)
+        .header("x-authd-cookie", "1")
+        .form(&[("grant_type", "refresh_token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let next_cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_ne!(next_cookie, cookie, "rotated");
+    let access = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(app.get_bearer("/v1/me", &access).await.status(), 200);
+
+    let r = app
+        .http
+        .post(app.url("/oauth/revoke"))
+        .header("cookie", &next_cookie)
+        .header("x-authd-cookie", "1")
+        .form(&[("x", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(
+        app.get_bearer("/v1/me", &access).await.status(),
+        401,
+        "revoked through the cookie"
+    );
+}
