@@ -92,69 +92,23 @@ fn b64(v: &Value) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
 }
 
+/// The full forgery catalogue is `attacks::forged_access_tokens_are_refused`;
+/// this runs the basics and expiry on both backends.
 async fn forged_and_expired_tokens_are_refused(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, tokens) = app.user_with_session().await;
     let parts: Vec<&str> = tokens.access.split('.').collect();
-    let header = jwt_part(&tokens.access, 0);
-    let claims = jwt_part(&tokens.access, 1);
-
-    let mut forged = Vec::new();
-    // alg none, signature stripped.
-    forged.push(format!(
-        "{}.{}.",
-        b64(&json!({"alg": "none", "typ": "at+jwt", "kid": header["kid"]})),
-        parts[1]
-    ));
-    forged.push(format!("{}.{}.", parts[0], parts[1]));
-    // Tampered payload under the original signature.
-    let mut tampered = claims.clone();
+    let mut tampered = jwt_part(&tokens.access, 1);
     tampered["sub"] = json!(uuid::Uuid::now_v7().to_string());
-    forged.push(format!("{}.{}.{}", parts[0], b64(&tampered), parts[2]));
-    // Wrong typ, unknown kid, path-like kid, HS256 keyed with the public key.
-    let mut h = header.clone();
-    h["typ"] = json!("JWT");
-    forged.push(format!("{}.{}.{}", b64(&h), parts[1], parts[2]));
-    let mut h = header.clone();
-    h["kid"] = json!("../../etc/passwd");
-    forged.push(format!("{}.{}.{}", b64(&h), parts[1], parts[2]));
-    let jwks: Value = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let public_x = jwks["keys"][0]["x"].as_str().unwrap().to_string();
-    let mut hs = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    hs.typ = Some("at+jwt".into());
-    hs.kid = header["kid"].as_str().map(str::to_string);
-    forged.push(
-        jsonwebtoken::encode(
-            &hs,
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(public_x.as_bytes()),
-        )
-        .unwrap(),
-    );
-    // A key of our own with an injected jwk header.
-    let dir = tempfile::tempdir().unwrap();
-    let kid = authd::auth::keys::generate(dir.path(), KeyAlg::EdDSA, time::OffsetDateTime::now_utc()).unwrap();
-    let pem = std::fs::read(dir.path().join(format!("{kid}.pem"))).unwrap();
-    let mut own = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    own.typ = Some("at+jwt".into());
-    own.kid = Some(kid.clone());
-    own.jku = Some("http://127.0.0.1:1/jwks.json".into());
-    forged.push(jsonwebtoken::encode(&own, &claims, &jsonwebtoken::EncodingKey::from_ed_pem(&pem).unwrap()).unwrap());
-    // Garbage.
-    forged.push("not.a.jwt".into());
-    forged.push("x".repeat(8_000));
-
+    let forged = [
+        format!("{}.{}.", b64(&json!({"alg": "none", "typ": "at+jwt"})), parts[1]),
+        format!("{}.{}.{}", parts[0], b64(&tampered), parts[2]),
+        "not.a.jwt".to_string(),
+        "x".repeat(8_000),
+    ];
     for token in &forged {
         let r = app.get_bearer("/v1/me", token).await;
-        assert_eq!(r.status(), 401, "accepted: {token}");
+        assert_eq!(r.status(), 401, "accepted: {token:.60}");
         assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_token");
         assert_eq!(app.introspect(token).await, json!({"active": false}));
     }
