@@ -110,18 +110,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cleanup(config) => {
             config.validate().map_err(anyhow::Error::msg)?;
             let store = app::open_store(&config.store).await?;
-            let deleted = {
-                let now =
-                    OffsetDateTime::now_utc() - time::Duration::seconds(config.cleanup_retention.as_secs() as i64);
-                let mut total = 0u64;
-                loop {
-                    let n = store.delete_ended_sessions(now, crate::session::cleanup::BATCH).await?;
-                    total += n;
-                    if n < crate::session::cleanup::BATCH as u64 {
-                        break total;
-                    }
-                }
-            };
+            if config.migrate_on_start {
+                store.migrate().await?;
+            }
+            let cutoff = OffsetDateTime::now_utc() - time::Duration::seconds(config.cleanup_retention.as_secs() as i64);
+            let deleted = crate::session::cleanup::delete_ended(store.as_ref(), cutoff).await?;
             println!("deleted {deleted} ended sessions");
             Ok(())
         }

@@ -226,3 +226,51 @@ fn invalid_configuration_names_the_variable() {
         "production without keys: {stderr}"
     );
 }
+
+fn run_ok(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_authd"))
+        .current_dir(dir)
+        .env_clear()
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "authd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn key_commands_and_one_cleanup_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = run_ok(dir.path(), &["keys", "generate", "--alg", "ES256"]);
+    assert!(generated.contains("-es256-"), "{generated}");
+    let out = Command::new(env!("CARGO_BIN_EXE_authd"))
+        .current_dir(dir.path())
+        .env_clear()
+        .args(["keys", "generate"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a second generate refuses and points to rotate");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rotate"));
+    std::thread::sleep(Duration::from_millis(1100));
+    let rotated = run_ok(dir.path(), &["keys", "rotate"]);
+    assert!(rotated.contains("now signs new tokens"), "{rotated}");
+    let list = run_ok(dir.path(), &["keys", "list"]);
+    assert!(
+        list.contains("active") && list.contains("retiring (published until"),
+        "{list}"
+    );
+    #[cfg(unix)]
+    for entry in std::fs::read_dir(dir.path().join("keys")).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "private keys are owner-only");
+    }
+    let cleaned = run_ok(dir.path(), &["cleanup"]);
+    assert!(cleaned.contains("deleted 0 ended sessions"), "{cleaned}");
+    let migrated = run_ok(dir.path(), &["migrate"]);
+    assert!(migrated.contains("sqlite:"), "{migrated}");
+}
