@@ -12,12 +12,18 @@ use std::time::Duration;
 use axum::http::header::COOKIE;
 use axum::http::{HeaderMap, HeaderValue};
 
+use crate::error::{Error, Result};
+
 pub const COOKIE_NAME: &str = "authd_refresh";
 pub const OPT_IN_HEADER: &str = "x-authd-cookie";
 
-/// Whether this request asked for cookie mode.
-pub fn requested(headers: &HeaderMap) -> bool {
-    headers.get(OPT_IN_HEADER).is_some_and(|v| v.as_bytes() == b"1")
+/// Whether this request asked for cookie mode; any value but `1` is a client error.
+pub fn requested(headers: &HeaderMap) -> Result<bool> {
+    match headers.get(OPT_IN_HEADER) {
+        None => Ok(false),
+        Some(v) if v.as_bytes() == b"1" => Ok(true),
+        Some(_) => Err(Error::InvalidRequest("X-Authd-Cookie must be 1 when present".into())),
+    }
 }
 
 /// The refresh token from the `Cookie` header, if any.

@@ -43,7 +43,13 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Err
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::InvalidRequest(format!("malformed JSON body: {}", short(&e))))
+    let malformed = |e: serde_json::Error| Error::InvalidRequest(format!("malformed JSON body: {}", short(&e)));
+    // serde would read a struct from a JSON array too; bodies are objects.
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(malformed)?;
+    if !value.is_object() {
+        return Err(Error::InvalidRequest("JSON body must be an object".into()));
+    }
+    serde_json::from_value(value).map_err(malformed)
 }
 
 /// serde's messages may quote input; keep them short and single-line.

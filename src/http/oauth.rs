@@ -71,7 +71,7 @@ async fn token(
     OAuthBody(req): OAuthBody<TokenRequest>,
 ) -> Result<Response> {
     state.token_limit.check()?;
-    let use_cookie = cookie::requested(&headers);
+    let use_cookie = cookie::requested(&headers)?;
     let grant_type = required(req.grant_type, "grant_type")?;
     let answer = match grant_type.as_str() {
         "password" => {
@@ -128,7 +128,7 @@ async fn revoke(
     headers: HeaderMap,
     OAuthBody(req): OAuthBody<TokenParam>,
 ) -> Result<Response> {
-    let use_cookie = cookie::requested(&headers);
+    let use_cookie = cookie::requested(&headers)?;
     let token = match (req.token, use_cookie) {
         (None, true) => cookie::refresh_token(&headers),
         (token, _) => Some(token_param(token)?),

@@ -24,6 +24,8 @@ async fn hostile_requests_get_clear_4xx_answers(backend: Backend) {
     let bodies = [
         ("application/json", deep),
         ("application/json", "\u{0}\u{1}".into()),
+        ("application/json", "[null, null]".into()),
+        ("application/json", r#"["password", "ann@example.org", "x"]"#.into()),
         ("application/json", r#"{"grant_type": ["password"]}"#.into()),
         (
             "application/json",
