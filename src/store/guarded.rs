@@ -12,7 +12,7 @@
 //!   store's alerts and distrust their cache until the sweep has run.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,9 +27,18 @@ const SWEEP_BATCH: i64 = 1000;
 struct Guard {
     inner: Arc<dyn SessionCache>,
     store: Arc<dyn DurableStore>,
+    /// Read on every request; written only under `state`.
     trusted: AtomicBool,
-    probing: AtomicBool,
+    state: Mutex<ProbeState>,
     marker_ttl: Duration,
+}
+
+#[derive(Default)]
+struct ProbeState {
+    probing: bool,
+    /// Bumped by every distrust; a sweep only restores trust if no alert
+    /// arrived while it ran.
+    alerts: u64,
 }
 
 #[derive(Clone)]
@@ -43,7 +52,7 @@ impl GuardedCache {
             inner,
             store,
             trusted: AtomicBool::new(false),
-            probing: AtomicBool::new(false),
+            state: Mutex::new(ProbeState::default()),
             marker_ttl,
         }));
         cache.distrust();
@@ -67,23 +76,38 @@ impl GuardedCache {
 
     /// Stops using the cache until a probe has swept pending revocations.
     pub fn distrust(&self) {
-        if self.0.trusted.swap(false, Ordering::AcqRel) {
-            tracing::warn!(cache = %self.0.inner.describe(), "cache untrusted; serving from the durable store");
-        }
+        let spawn = {
+            let Ok(mut state) = self.0.state.lock() else {
+                return;
+            };
+            state.alerts += 1;
+            if self.0.trusted.swap(false, Ordering::AcqRel) {
+                tracing::warn!(cache = %self.0.inner.describe(), "cache untrusted; serving from the durable store");
+            }
+            !std::mem::replace(&mut state.probing, true)
+        };
         metrics::gauge!("authd_cache_trusted").set(0.0);
-        if self.0.probing.swap(true, Ordering::AcqRel) {
+        if !spawn {
             return;
         }
         let guard = self.0.clone();
         tokio::spawn(async move {
             loop {
+                let started_at = guard.state.lock().map(|s| s.alerts).unwrap_or(0);
                 match sweep(&guard).await {
                     Ok(()) => {
-                        guard.probing.store(false, Ordering::Release);
-                        guard.trusted.store(true, Ordering::Release);
-                        metrics::gauge!("authd_cache_trusted").set(1.0);
-                        tracing::info!(cache = %guard.inner.describe(), "cache trusted again");
-                        break;
+                        let Ok(mut state) = guard.state.lock() else {
+                            return;
+                        };
+                        if state.alerts == started_at {
+                            state.probing = false;
+                            guard.trusted.store(true, Ordering::Release);
+                            metrics::gauge!("authd_cache_trusted").set(1.0);
+                            tracing::info!(cache = %guard.inner.describe(), "cache trusted again");
+                            return;
+                        }
+                        // An alert came in during the sweep: sweep again at once.
+                        continue;
                     }
                     Err(e) => tracing::debug!(error = %e, "cache probe failed"),
                 }
