@@ -176,7 +176,7 @@ pub struct ServeConfig {
     pub cors_origins: Vec<String>,
 
     /// Password hashes allowed to wait for a hashing thread before logins get 503.
-    #[arg(long, env = "AUTHD_HASH_QUEUE", default_value_t = 256)]
+    #[arg(long, env = "AUTHD_HASH_QUEUE", default_value_t = 1024)]
     pub hash_queue: usize,
 
     /// Run migrations when `serve` starts.
