@@ -46,13 +46,20 @@ impl SessionService {
         Ok(user.into())
     }
 
+    /// The public view of a user. Its fields never change (there is no email
+    /// change), so it is remembered in-process for a few minutes.
     pub async fn user(&self, id: UserId) -> Result<UserView> {
+        if let Some(view) = self.users.get(&id).await {
+            return Ok(view);
+        }
         let user = self
             .store
             .get_user(id)
             .await?
             .ok_or(Error::InvalidToken("the user of this token no longer exists"))?;
-        Ok(user.into())
+        let view = UserView::from(user);
+        self.users.insert(id, view.clone()).await;
+        Ok(view)
     }
 
     /// Changes the password and revokes every other session of the user.

@@ -66,6 +66,7 @@ pub struct SessionService {
     pub(crate) rng: SystemRandom,
     pub(crate) throttle: throttle::ThrottlePolicy,
     pub(crate) counters: throttle::Counters,
+    pub(crate) users: moka::future::Cache<UserId, account::UserView>,
 }
 
 /// Longest a cached "live" entry is trusted before the database is asked again.
@@ -95,6 +96,10 @@ impl SessionService {
             rng: SystemRandom::new(),
             throttle,
             counters: throttle::Counters::default(),
+            users: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
         }
     }
 
