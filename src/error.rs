@@ -118,7 +118,11 @@ impl IntoResponse for Error {
             }
             Error::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "answering 503");
-                "a backing store is unavailable; retry shortly".to_string()
+                if detail.contains("password hashing") {
+                    "too many password checks in progress; retry shortly".to_string()
+                } else {
+                    "a backing store is unavailable; retry shortly".to_string()
+                }
             }
             other => other.to_string(),
         };
