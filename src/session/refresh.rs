@@ -34,24 +34,17 @@ impl SessionService {
             return Err(Error::InvalidGrant(INVALID_REFRESH));
         };
         let now = self.clock.now();
-        let hash = token.hash();
-        let (candidate, outcome) = match self.rotate_optimistically(&hash, &token, now).await? {
-            Some(done) => done,
-            None => {
-                let mut outcome = Outcome::Refused;
-                let candidate = self
-                    .store
-                    .refresh(&hash, &mut |candidate| {
-                        let (decision, result) = self.decide(candidate, &token, now);
-                        outcome = result;
-                        decision
-                    })
-                    .await?;
-                let Some(candidate) = candidate else {
-                    return Err(Error::InvalidGrant(INVALID_REFRESH));
-                };
-                (candidate, outcome)
-            }
+        let mut outcome = Outcome::Refused;
+        let candidate = self
+            .store
+            .refresh(&token.hash(), &mut |candidate| {
+                let (decision, result) = self.decide(candidate, &token, now);
+                outcome = result;
+                decision
+            })
+            .await?;
+        let Some(candidate) = candidate else {
+            return Err(Error::InvalidGrant(INVALID_REFRESH));
         };
         let session = candidate.session;
         match outcome {
@@ -84,35 +77,6 @@ impl SessionService {
                 Err(Error::InvalidGrant(INVALID_REFRESH))
             }
             Outcome::Failed(e) => Err(e),
-        }
-    }
-
-    /// The common case in two round trips instead of a locked transaction:
-    /// read the token's session without a lock and, when the rules say
-    /// "rotate", commit the rotation with one conditional statement that only
-    /// applies if nobody rotated or revoked the session meanwhile. `None`
-    /// sends the request down the locked path, which decides again under the
-    /// row lock (lost races, grace replays, reuse, refusals).
-    async fn rotate_optimistically(
-        &self,
-        hash: &crate::domain::TokenHash,
-        token: &RefreshToken,
-        now: OffsetDateTime,
-    ) -> Result<Option<(RefreshCandidate, Outcome)>> {
-        let Some(candidate) = self.store.find_by_refresh(hash).await? else {
-            return Ok(None);
-        };
-        if candidate.token_generation != candidate.session.refresh_generation || !candidate.session.is_live(now) {
-            return Ok(None);
-        }
-        let (decision, outcome) = self.decide(&candidate, token, now);
-        if !matches!(outcome, Outcome::Issued(_)) {
-            return Ok(None);
-        }
-        if self.store.try_rotate(&candidate, &decision).await? {
-            Ok(Some((candidate, outcome)))
-        } else {
-            Ok(None)
         }
     }
 

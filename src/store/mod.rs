@@ -131,11 +131,6 @@ pub trait DurableStore: Send + Sync {
     /// `None` when no session has ever issued this token.
     async fn refresh(&self, hash: &TokenHash, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>>;
 
-    /// Applies a `Rotate` decision made from an unlocked read, atomically and
-    /// only if the session is still at the candidate's generation and not
-    /// revoked. False when it was not applied (a concurrent change won).
-    async fn try_rotate(&self, candidate: &RefreshCandidate, decision: &RefreshDecision) -> StoreResult<bool>;
-
     /// Revokes one session (of `owner`, when given). Returns the session as it
     /// was found, or `None` when there is no such session (or not the owner's).
     async fn revoke_session(

@@ -380,43 +380,6 @@ impl DurableStore for PgStore {
         .await
     }
 
-    async fn try_rotate(&self, candidate: &RefreshCandidate, decision: &RefreshDecision) -> StoreResult<bool> {
-        let RefreshDecision::Rotate {
-            new_hash,
-            last_used_at,
-            expires_at,
-            grace_ciphertext,
-        } = decision
-        else {
-            return Ok(false);
-        };
-        let current = candidate.session.refresh_generation;
-        // One statement, so one implicit transaction: the UPDATE's WHERE is
-        // re-checked after any row lock wait, and the INSERT only runs if it matched.
-        let (applied,): (i64,) = self
-            .bounded(
-                sqlx::query_as(
-                    "WITH rotated AS ( \
-                         UPDATE sessions SET refresh_generation = $3 + 1, rotated_at = $4, last_used_at = $4, \
-                                expires_at = $5, grace_ciphertext = $6 \
-                         WHERE id = $2 AND refresh_generation = $3 AND revoked_at IS NULL RETURNING id), \
-                     issued AS ( \
-                         INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) \
-                         SELECT $1, id, $3 + 1, $4 FROM rotated RETURNING 1) \
-                     SELECT count(*) FROM issued",
-                )
-                .bind(&new_hash.0[..])
-                .bind(candidate.session.id.0)
-                .bind(current)
-                .bind(*last_used_at)
-                .bind(*expires_at)
-                .bind(grace_ciphertext)
-                .fetch_one(&self.pool),
-            )
-            .await?;
-        Ok(applied == 1)
-    }
-
     async fn revoke_session(
         &self,
         id: SessionId,

@@ -387,49 +387,6 @@ impl DurableStore for SqliteStore {
         Ok(Some(candidate))
     }
 
-    async fn try_rotate(&self, candidate: &RefreshCandidate, decision: &RefreshDecision) -> StoreResult<bool> {
-        let RefreshDecision::Rotate {
-            new_hash,
-            last_used_at,
-            expires_at,
-            grace_ciphertext,
-        } = decision
-        else {
-            return Ok(false);
-        };
-        let (id, current) = (candidate.session.id.0, candidate.session.refresh_generation);
-        self.bounded(async {
-            let mut tx = self.pool.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE sessions SET refresh_generation = ?1 + 1, rotated_at = ?2, last_used_at = ?2, \
-                 expires_at = ?3, grace_ciphertext = ?4 \
-                 WHERE id = ?5 AND refresh_generation = ?1 AND revoked_at IS NULL",
-            )
-            .bind(current)
-            .bind(micros(*last_used_at))
-            .bind(micros(*expires_at))
-            .bind(grace_ciphertext)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() != 1 {
-                return Ok(false);
-            }
-            sqlx::query(
-                "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .bind(&new_hash.0[..])
-            .bind(id)
-            .bind(current + 1)
-            .bind(micros(*last_used_at))
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(true)
-        })
-        .await
-    }
-
     async fn revoke_session(
         &self,
         id: SessionId,
