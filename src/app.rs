@@ -16,8 +16,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ServeConfig, StoreConfig};
 use crate::http::limits::GlobalLimit;
 use crate::http::{self, AppState};
+use crate::session::events::{FollowerPolicy, Revocations};
 use crate::session::throttle::ThrottlePolicy;
-use crate::session::{Policy, SessionService};
+use crate::session::{Policy, SessionService, Stores};
 use crate::store::guarded::GuardedCache;
 use crate::store::memory::MemoryCache;
 use crate::store::postgres::PgStore;
@@ -77,8 +78,17 @@ impl Application {
         if config.migrate_on_start {
             store.migrate().await?;
         }
+        let revocations = Revocations::new(
+            clock.clone(),
+            FollowerPolicy {
+                poll: config.events.follower_poll,
+                max_lag: config.events.follower_max_lag,
+                retention: config.events.retention,
+            },
+        );
+        revocations.follow(store.clone());
         let marker_ttl = config.session_max_ttl.max(Duration::from_secs(3600));
-        let guarded = GuardedCache::new(open_cache(&config.store).await?, store.clone(), marker_ttl);
+        let guarded = GuardedCache::new(open_cache(&config.store).await?, revocations.clone(), marker_ttl);
         guarded.settle(Duration::from_secs(1)).await;
         let cache: Arc<dyn SessionCache> = Arc::new(guarded);
 
@@ -130,6 +140,7 @@ impl Application {
             max_ttl: config.session_max_ttl,
             refresh_grace: config.refresh_grace,
             default_client_id: config.default_client_id.clone(),
+            events_retention: config.events.retention,
         };
         let throttle = ThrottlePolicy {
             per_account_ip: config.limits.failures_per_account_ip,
@@ -137,9 +148,12 @@ impl Application {
             per_account: config.limits.failures_per_account,
             window: config.limits.lockout,
         };
-        let sessions = Arc::new(SessionService::new(
-            store, cache, tokens, hasher, clock, policy, throttle,
-        ));
+        let stores = Stores {
+            store,
+            cache,
+            revocations,
+        };
+        let sessions = Arc::new(SessionService::new(stores, tokens, hasher, clock, policy, throttle));
         let state = AppState {
             sessions,
             clients: Arc::new(config.clients.clone()),

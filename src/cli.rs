@@ -113,9 +113,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if config.migrate_on_start {
                 store.migrate().await?;
             }
-            let cutoff = OffsetDateTime::now_utc() - time::Duration::seconds(config.cleanup_retention.as_secs() as i64);
-            let deleted = crate::session::cleanup::delete_ended(store.as_ref(), cutoff).await?;
-            println!("deleted {deleted} ended sessions");
+            let cleaned = crate::session::cleanup::clean(
+                store.as_ref(),
+                app::system_clock().now(),
+                config.cleanup_retention,
+                config.events.retention,
+            )
+            .await?;
+            println!(
+                "deleted {} ended sessions and {} old session events",
+                cleaned.sessions, cleaned.events
+            );
             Ok(())
         }
         Command::Keys(KeysCommand::Generate(config)) => {

@@ -170,6 +170,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub limits: LimitsConfig,
 
+    #[command(flatten)]
+    pub events: EventsConfig,
+
     /// Browser origins allowed to call authd (CORS), comma-separated, e.g.
     /// `https://app.example.org`. Empty: no CORS headers.
     #[arg(long, env = "AUTHD_CORS_ORIGINS", value_delimiter = ',', default_value = "")]
@@ -214,6 +217,9 @@ impl ServeConfig {
         }
         if self.clock_skew > Duration::from_secs(300) {
             return Err("AUTHD_CLOCK_SKEW must be at most 5m".into());
+        }
+        if self.events.follower_poll.is_zero() || self.events.follower_poll >= self.events.follower_max_lag {
+            return Err("AUTHD_FOLLOWER_POLL must be positive and shorter than AUTHD_FOLLOWER_MAX_LAG".into());
         }
         if self.audience.is_empty() {
             return Err("AUTHD_AUDIENCE must not be empty".into());
@@ -265,6 +271,22 @@ pub struct KeysConfig {
     /// Algorithm of newly generated keys: EdDSA, ES256 or RS256.
     #[arg(long, env = "AUTHD_ALG", default_value = "EdDSA")]
     pub alg: KeyAlg,
+}
+
+/// The session event log and its follower.
+#[derive(Args, Debug, Clone)]
+pub struct EventsConfig {
+    /// Session events are kept at least this long, and until every `until`
+    /// in them has passed; revocation feed cursors older than this get 410.
+    #[arg(long = "events-retention", env = "AUTHD_EVENTS_RETENTION", value_parser = parse_duration, default_value = "7d")]
+    pub retention: Duration,
+    /// The cache is believed only while the follower's last complete read of
+    /// the log is younger than this; otherwise the durable store answers.
+    #[arg(long, env = "AUTHD_FOLLOWER_MAX_LAG", value_parser = parse_duration, default_value = "2s")]
+    pub follower_max_lag: Duration,
+    /// How often the follower reads the log when no notification wakes it.
+    #[arg(long, env = "AUTHD_FOLLOWER_POLL", value_parser = parse_duration, default_value = "500ms")]
+    pub follower_poll: Duration,
 }
 
 /// Brute-force and flood limits.

@@ -407,3 +407,96 @@ mod tests {
         assert!(parse_scope("a\"b").is_err());
     }
 }
+
+/// Why a session was revoked: the `reason` of its `session_revoked` event
+/// and of the revocation feed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeReason {
+    /// `POST /v1/logout`.
+    Logout,
+    /// `DELETE /v1/sessions/{id}` by the session's own user.
+    User,
+    /// `POST /v1/sessions/revoke-others`.
+    RevokeOthers,
+    /// `POST /v1/me/password` revokes every other session.
+    PasswordChanged,
+    /// A spent refresh token came back: one of its holders is a thief.
+    RefreshTokenReuse,
+    /// The admin API revoked every session of a user.
+    Admin,
+    /// RFC 7009 `POST /oauth/revoke`.
+    TokenRevoked,
+}
+
+impl RevokeReason {
+    pub const ALL: [RevokeReason; 7] = [
+        RevokeReason::Logout,
+        RevokeReason::User,
+        RevokeReason::RevokeOthers,
+        RevokeReason::PasswordChanged,
+        RevokeReason::RefreshTokenReuse,
+        RevokeReason::Admin,
+        RevokeReason::TokenRevoked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::Logout => "logout",
+            RevokeReason::User => "user",
+            RevokeReason::RevokeOthers => "revoke_others",
+            RevokeReason::PasswordChanged => "password_changed",
+            RevokeReason::RefreshTokenReuse => "refresh_token_reuse",
+            RevokeReason::Admin => "admin",
+            RevokeReason::TokenRevoked => "token_revoked",
+        }
+    }
+
+    /// The reason stored by an older version, or by this one.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "revoked_by_user" => Some(RevokeReason::User),
+            "revoked_others" => Some(RevokeReason::RevokeOthers),
+            "admin_revoked" => Some(RevokeReason::Admin),
+            _ => RevokeReason::ALL.into_iter().find(|r| r.as_str() == raw),
+        }
+    }
+}
+
+impl fmt::Display for RevokeReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who ended a session: the user themself, a service client, or authd.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Actor {
+    User,
+    Client(String),
+    #[default]
+    System,
+}
+
+impl Actor {
+    pub fn parse(raw: &str) -> Self {
+        match raw {
+            "user" => Actor::User,
+            "system" => Actor::System,
+            other => match other.strip_prefix("client:") {
+                Some(id) => Actor::Client(id.to_string()),
+                None => Actor::System,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::User => f.write_str("user"),
+            Actor::Client(id) => write!(f, "client:{id}"),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}

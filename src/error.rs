@@ -37,6 +37,10 @@ pub enum Error {
     WrongPassword,
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// What the request names existed once but is gone for good (a feed
+    /// cursor older than the event retention).
+    #[error("{0}")]
+    Gone(&'static str),
     /// Too many attempts; retry after this many seconds.
     #[error("too many attempts; retry in {0} s")]
     RateLimited(u64),
@@ -74,6 +78,7 @@ impl Error {
             Error::EmailTaken => StatusCode::CONFLICT,
             Error::WrongPassword => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Gone(_) => StatusCode::GONE,
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -92,6 +97,7 @@ impl Error {
             Error::InvalidToken(_) => "invalid_token",
             Error::WrongPassword => "invalid_password",
             Error::NotFound(_) => "not_found",
+            Error::Gone(_) => "cursor_expired",
             Error::RateLimited(_) => "too_many_requests",
             Error::Unavailable(_) => "temporarily_unavailable",
             Error::Internal(_) => "server_error",

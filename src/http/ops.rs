@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::AppState;
+use crate::store::Backend;
 
 /// Each store gets this long to answer a readiness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,14 +29,8 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// Ready while the durable store answers; a cache outage only degrades.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let store = state.sessions.store().clone();
-    let cache = state.sessions.cache().clone();
-    let (store_ok, cache_ok) = tokio::join!(
-        tokio::time::timeout(PROBE_TIMEOUT, store.ping()),
-        tokio::time::timeout(PROBE_TIMEOUT, cache.ping()),
-    );
-    let store_ok = matches!(store_ok, Ok(Ok(())));
-    let cache_ok = matches!(cache_ok, Ok(Ok(())));
+    let health = state.sessions.health(PROBE_TIMEOUT).await;
+    let (store_ok, cache_ok) = (health.store_ok, health.cache_ok);
     metrics::gauge!("authd_store_up").set(if store_ok { 1.0 } else { 0.0 });
     metrics::gauge!("authd_cache_up").set(if cache_ok { 1.0 } else { 0.0 });
     let status = if store_ok {
@@ -48,12 +43,16 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         "store": if store_ok { "ok" } else { "down" },
         "cache": if cache_ok { "ok" } else { "degraded" },
     });
-    if store.describe().starts_with("postgres") {
+    if health.store == Backend::Postgres {
         body["postgres"] = body["store"].clone();
     }
-    if cache.describe().starts_with("redis") {
+    if health.cache == Backend::Redis {
         body["redis"] = body["cache"].clone();
     }
+    // How far behind the session event log this process is (null: it has
+    // not read it yet); past AUTHD_FOLLOWER_MAX_LAG the cache is bypassed.
+    body["follower"] = json!(if health.follower_caught_up { "ok" } else { "lagging" });
+    body["follower_lag_seconds"] = json!(health.follower_lag.map(|lag| lag.as_secs_f64()));
     if !store_ok {
         body["error"] = json!("temporarily_unavailable");
         body["error_description"] = json!("the durable store is not reachable");

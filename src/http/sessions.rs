@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::extract::{AuthUser, ClientInfo, IdSegment, ServiceClient};
 use super::AppState;
-use crate::domain::{SessionId, UserId};
+use crate::domain::{RevokeReason, SessionId, UserId};
 use crate::error::{Error, Result};
 
 /// Most audit events one admin request returns.
@@ -45,7 +45,7 @@ async fn revoke_one(
     let id: SessionId = parse_id(&id, "session")?;
     state
         .sessions
-        .revoke_session(id, Some(auth.user_id), "revoked_by_user", &info.as_user())
+        .revoke_session(id, Some(auth.user_id), RevokeReason::User, &info.as_user())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -57,7 +57,12 @@ async fn revoke_others(
 ) -> Result<Json<Value>> {
     let revoked = state
         .sessions
-        .revoke_user_sessions(auth.user_id, Some(auth.session_id), "revoked_others", &info.as_user())
+        .revoke_user_sessions(
+            auth.user_id,
+            Some(auth.session_id),
+            RevokeReason::RevokeOthers,
+            &info.as_user(),
+        )
         .await?;
     Ok(Json(json!({ "revoked": revoked })))
 }
@@ -65,7 +70,12 @@ async fn revoke_others(
 async fn logout(State(state): State<AppState>, AuthUser(auth): AuthUser, info: ClientInfo) -> Result<StatusCode> {
     state
         .sessions
-        .revoke_session(auth.session_id, Some(auth.user_id), "logout", &info.as_user())
+        .revoke_session(
+            auth.session_id,
+            Some(auth.user_id),
+            RevokeReason::Logout,
+            &info.as_user(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -98,14 +108,7 @@ async fn admin_revoke_all(
     IdSegment(id): IdSegment,
 ) -> Result<Json<Value>> {
     let user: UserId = parse_id(&id, "user")?;
-    if state.sessions.store().get_user(user).await?.is_none() {
-        return Err(Error::NotFound("user"));
-    }
-    let meta = info.as_client(&client);
-    let revoked = state
-        .sessions
-        .revoke_user_sessions(user, None, "admin_revoked", &meta)
-        .await?;
+    let revoked = state.sessions.admin_revoke_all(user, &info.as_client(&client)).await?;
     Ok(Json(json!({ "revoked": revoked })))
 }
 

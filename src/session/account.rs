@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::audit::Meta;
 use super::SessionService;
-use crate::domain::{Email, Password, SessionId, UserId};
+use crate::domain::{Email, Password, RevokeReason, SessionId, UserId};
 use crate::error::{Error, Result};
 use crate::store::UserRecord;
 
@@ -62,6 +62,14 @@ impl SessionService {
         Ok(view)
     }
 
+    /// `NotFound` unless the user exists (for the admin API).
+    pub(crate) async fn require_user(&self, id: UserId) -> Result<()> {
+        match self.store.get_user(id).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound("user")),
+        }
+    }
+
     /// Changes the password and revokes every other session of the user.
     #[tracing::instrument(skip_all, fields(user_id = %user))]
     pub async fn change_password(
@@ -83,15 +91,17 @@ impl SessionService {
             return Err(Error::WrongPassword);
         }
         let new_hash = self.hasher.hash(new).await?;
+        let revocation = self.revocation(RevokeReason::PasswordChanged, meta, self.clock.now());
         let revoked = self
             .store
-            .change_password(user, &new_hash, current_session, self.clock.now())
+            .change_password(user, &new_hash, current_session, &revocation)
             .await?;
-        self.forget(&revoked).await;
+        self.spread_revocations(&revoked).await;
         self.audit("password_changed", Some(user), Some(current_session), None, meta)
             .await;
-        for id in &revoked {
-            self.audit("session_revoked", Some(user), Some(*id), Some("password_changed"), meta)
+        for r in &revoked {
+            let reason = Some(RevokeReason::PasswordChanged.as_str());
+            self.audit("session_revoked", Some(user), Some(r.session_id), reason, meta)
                 .await;
         }
         Ok(())

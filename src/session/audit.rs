@@ -4,14 +4,13 @@
 //! says who).
 
 use super::SessionService;
-use crate::domain::{SessionId, UserId};
+use crate::domain::{Actor, SessionId, UserId};
 use crate::store::AuditEvent;
 
 /// Who acted, and from where.
 #[derive(Debug, Clone, Default)]
 pub struct Meta {
-    /// `user`, `client:<id>` or `system`.
-    pub actor: String,
+    pub actor: Actor,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
 }
@@ -19,7 +18,7 @@ pub struct Meta {
 impl Meta {
     pub fn user(ip: Option<String>, user_agent: Option<String>) -> Self {
         Meta {
-            actor: "user".into(),
+            actor: Actor::User,
             ip,
             user_agent,
         }
@@ -27,7 +26,7 @@ impl Meta {
 
     pub fn client(id: &str, ip: Option<String>, user_agent: Option<String>) -> Self {
         Meta {
-            actor: format!("client:{id}"),
+            actor: Actor::Client(id.to_string()),
             ip,
             user_agent,
         }
@@ -35,7 +34,7 @@ impl Meta {
 
     pub fn system() -> Self {
         Meta {
-            actor: "system".into(),
+            actor: Actor::System,
             ..Meta::default()
         }
     }
@@ -57,7 +56,7 @@ impl SessionService {
             kind: kind.to_string(),
             user_id: user,
             session_id: session,
-            actor: meta.actor.clone(),
+            actor: meta.actor.to_string(),
             reason: reason.map(str::to_string),
             ip: meta.ip.clone(),
             user_agent: meta.user_agent.clone(),
@@ -79,9 +78,7 @@ impl SessionService {
 
     /// A user's audit trail for the admin API, newest first.
     pub async fn audit_events(&self, user: UserId, limit: i64) -> crate::error::Result<Vec<AuditEvent>> {
-        if self.store.get_user(user).await?.is_none() {
-            return Err(crate::error::Error::NotFound("user"));
-        }
+        self.require_user(user).await?;
         Ok(self.store.list_audit(user, limit).await?)
     }
 }

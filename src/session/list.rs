@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::SessionService;
 use crate::domain::{SessionId, UserId};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::SessionRecord;
 
 /// The most sessions one list returns (newest first).
@@ -56,9 +56,7 @@ impl SessionService {
 
     /// Any user's live sessions, for the admin API. `NotFound` for an unknown user.
     pub async fn admin_list_sessions(&self, user: UserId) -> Result<Vec<SessionView>> {
-        if self.store.get_user(user).await?.is_none() {
-            return Err(Error::NotFound("user"));
-        }
+        self.require_user(user).await?;
         let now = self.clock.now();
         let sessions = self.store.list_live_sessions(user, now, MAX_LISTED).await?;
         Ok(sessions

@@ -11,13 +11,14 @@ use time::OffsetDateTime;
 use crate::auth::jwt::{AccessClaims, TokenIssuer};
 use crate::auth::password::PasswordHasher;
 use crate::clock::Clock;
-use crate::domain::{SessionId, UserId};
+use crate::domain::{RevokeReason, SessionId, UserId};
 use crate::error::{Error, Result};
-use crate::store::{CacheLookup, DurableStore, SessionCache, SessionRecord};
+use crate::store::{CacheLookup, DurableStore, Revocation, Revoked, SessionCache, SessionRecord};
 
 pub mod account;
 pub mod audit;
 pub mod cleanup;
+pub mod events;
 pub mod grace;
 pub mod introspect;
 pub mod list;
@@ -34,6 +35,8 @@ pub struct Policy {
     pub max_ttl: Duration,
     pub refresh_grace: Duration,
     pub default_client_id: String,
+    /// Session events are kept at least this long (and until their `until`).
+    pub events_retention: Duration,
 }
 
 /// What `/oauth/token` answers, for a login or a refresh.
@@ -56,6 +59,18 @@ pub struct Authenticated {
     pub claims: AccessClaims,
 }
 
+/// What readiness reports.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub store: crate::store::Backend,
+    pub store_ok: bool,
+    pub cache: crate::store::Backend,
+    pub cache_ok: bool,
+    /// Since the follower last read the event log to its end (`None`: never).
+    pub follower_lag: Option<Duration>,
+    pub follower_caught_up: bool,
+}
+
 pub struct SessionService {
     pub(crate) store: Arc<dyn DurableStore>,
     pub(crate) cache: Arc<dyn SessionCache>,
@@ -67,6 +82,7 @@ pub struct SessionService {
     pub(crate) throttle: throttle::ThrottlePolicy,
     pub(crate) counters: throttle::Counters,
     pub(crate) users: moka::future::Cache<UserId, account::UserView>,
+    pub(crate) revocations: Arc<events::Revocations>,
 }
 
 /// Longest a cached "live" entry is trusted before the database is asked again.
@@ -76,16 +92,28 @@ fn secs(d: Duration) -> time::Duration {
     time::Duration::seconds(d.as_secs() as i64)
 }
 
+/// Where sessions live: the durable store, the cache in front of it, and
+/// the event log follower's revocation set.
+pub struct Stores {
+    pub store: Arc<dyn DurableStore>,
+    pub cache: Arc<dyn SessionCache>,
+    pub revocations: Arc<events::Revocations>,
+}
+
 impl SessionService {
     pub fn new(
-        store: Arc<dyn DurableStore>,
-        cache: Arc<dyn SessionCache>,
+        stores: Stores,
         tokens: Arc<TokenIssuer>,
         hasher: PasswordHasher,
         clock: Arc<dyn Clock>,
         policy: Policy,
         throttle: throttle::ThrottlePolicy,
     ) -> Self {
+        let Stores {
+            store,
+            cache,
+            revocations,
+        } = stores;
         SessionService {
             store,
             cache,
@@ -100,6 +128,7 @@ impl SessionService {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(300))
                 .build(),
+            revocations,
         }
     }
 
@@ -155,10 +184,21 @@ impl SessionService {
         })
     }
 
-    /// Cache first; the database decides on a miss, a cache failure, or an
-    /// entry that looks expired (its expiry may have moved on by a refresh).
+    /// The follower's revocation set first (in process), then the cache,
+    /// but only while the follower is caught up; the database decides on a
+    /// miss, a cache failure, a lagging follower, or an entry that looks
+    /// expired (its expiry may have moved on by a refresh).
     pub(crate) async fn session_is_live(&self, sid: SessionId, user: UserId, now: OffsetDateTime) -> Result<bool> {
-        match self.cache.get(sid).await {
+        if self.revocations.is_revoked(sid) {
+            return Ok(false);
+        }
+        let lookup = if self.revocations.caught_up(now) {
+            self.cache.get(sid).await
+        } else {
+            metrics::counter!("authd_cache_skipped_follower_behind_total").increment(1);
+            Ok(CacheLookup::Miss)
+        };
+        match lookup {
             Ok(CacheLookup::Revoked) => return Ok(false),
             Ok(CacheLookup::Live { user_id, expires_at }) if expires_at > now.unix_timestamp() => {
                 return Ok(user_id == user);
@@ -206,19 +246,52 @@ impl SessionService {
         self.policy.max_ttl.max(LIVE_CACHE_TTL)
     }
 
-    /// Tells the cache about revocations already committed to the database.
-    pub(crate) async fn forget(&self, ids: &[SessionId]) {
-        if ids.is_empty() {
+    /// What a revocation made now by `meta`'s actor records.
+    fn revocation(&self, reason: RevokeReason, meta: &audit::Meta, now: OffsetDateTime) -> Revocation {
+        Revocation {
+            reason,
+            actor: meta.actor.clone(),
+            at: now,
+            access_ttl: self.policy.access_ttl,
+        }
+    }
+
+    /// Spreads revocations already committed (with their events) to this
+    /// process's set and to the shared cache, before the request answers, so
+    /// every process refuses them at once. A cache write that fails loses
+    /// nothing: every follower reads the revocation from the log, and the
+    /// cache is not trusted again before they are all re-written to it.
+    pub(crate) async fn spread_revocations(&self, revoked: &[Revoked]) {
+        if revoked.is_empty() {
             return;
         }
-        if let Err(e) = self.cache.mark_revoked(ids, self.marker_ttl_max()).await {
+        self.revocations.note_local(revoked);
+        let ids: Vec<SessionId> = revoked.iter().map(|r| r.session_id).collect();
+        if let Err(e) = self.cache.mark_revoked(&ids, self.marker_ttl_max()).await {
             metrics::counter!("authd_cache_fallbacks_total").increment(1);
-            tracing::warn!(error = %e, sessions = ids.len(), "cache missed revocations; recording them as pending");
-            // The cache may come back holding these sessions as live: every
-            // process distrusts it until the pending list has been written.
-            if let Err(e) = self.store.record_pending_revocations(ids, self.clock.now()).await {
-                tracing::error!(error = %e, "could not record pending revocations");
-            }
+            tracing::debug!(error = %e, sessions = ids.len(), "cache missed revocations; the event log has them");
         }
+    }
+
+    /// Each store's state right now (each probe bounded by `timeout`).
+    pub async fn health(&self, timeout: Duration) -> Health {
+        let (store, cache) = tokio::join!(
+            tokio::time::timeout(timeout, self.store.ping()),
+            tokio::time::timeout(timeout, self.cache.ping()),
+        );
+        let lag = self.revocations.lag(self.clock.now());
+        Health {
+            store: self.store.backend(),
+            store_ok: matches!(store, Ok(Ok(()))),
+            cache: self.cache.backend(),
+            cache_ok: matches!(cache, Ok(Ok(()))),
+            follower_lag: (lag != Duration::MAX).then_some(lag),
+            follower_caught_up: self.revocations.caught_up(self.clock.now()),
+        }
+    }
+
+    /// The event log follower's view, for readiness and the revocation feed.
+    pub fn revocations(&self) -> &events::Revocations {
+        &self.revocations
     }
 }

@@ -12,12 +12,11 @@ use time::OffsetDateTime;
 
 use super::audit::Meta;
 use super::{grace, secs, SessionService, TokenResponse};
-use crate::domain::RefreshToken;
+use crate::domain::{RefreshToken, RevokeReason};
 use crate::error::{Error, Result};
-use crate::store::{RefreshCandidate, RefreshDecision};
+use crate::store::{RefreshCandidate, RefreshDecision, Revoked};
 
 pub const INVALID_REFRESH: &str = "refresh token is invalid, expired or revoked";
-pub const REUSE_REASON: &str = "refresh_token_reuse";
 
 enum Outcome {
     Issued(TokenResponse),
@@ -38,7 +37,7 @@ impl SessionService {
         let candidate = self
             .store
             .refresh(&token.hash(), &mut |candidate| {
-                let (decision, result) = self.decide(candidate, &token, now);
+                let (decision, result) = self.decide(candidate, &token, meta, now);
                 outcome = result;
                 decision
             })
@@ -61,12 +60,19 @@ impl SessionService {
             }
             Outcome::ReuseDetected => {
                 metrics::counter!("authd_refreshes_total", "outcome" => "reuse_detected").increment(1);
-                self.forget(&[session.id]).await;
+                // The same bound the store recorded as the event's `until`.
+                let until = (session.rotated_at + secs(self.policy.access_ttl)).min(session.absolute_expires_at);
+                self.spread_revocations(&[Revoked {
+                    session_id: session.id,
+                    user_id: session.user_id,
+                    until,
+                }])
+                .await;
                 self.audit(
                     "refresh_token_reuse_detected",
                     Some(session.user_id),
                     Some(session.id),
-                    Some(REUSE_REASON),
+                    Some(RevokeReason::RefreshTokenReuse.as_str()),
                     meta,
                 )
                 .await;
@@ -85,6 +91,7 @@ impl SessionService {
         &self,
         c: &RefreshCandidate,
         presented: &RefreshToken,
+        meta: &Meta,
         now: OffsetDateTime,
     ) -> (RefreshDecision, Outcome) {
         let s = &c.session;
@@ -109,10 +116,7 @@ impl SessionService {
             }
         }
         (
-            RefreshDecision::Revoke {
-                reason: REUSE_REASON,
-                at: now,
-            },
+            RefreshDecision::Revoke(self.revocation(RevokeReason::RefreshTokenReuse, meta, now)),
             Outcome::ReuseDetected,
         )
     }

@@ -3,30 +3,31 @@
 //! - While the cache is *untrusted* every call fails at once (no network
 //!   round trip), so callers fall back to the durable store and a dead Redis
 //!   costs nothing per request.
-//! - Any unavailability makes it untrusted. A background probe then pings
-//!   it; before trusting it again the probe writes every revocation recorded
-//!   as pending (revocations committed while the cache could not hear them),
-//!   so a cache that comes back with stale "live" entries (a paused Redis, a
-//!   partition) cannot resurrect a revoked session.
-//! - Other processes learn about pending revocations through the durable
-//!   store's alerts and distrust their cache until the sweep has run.
+//! - Any unavailability makes it untrusted, and so does a change of the
+//!   cache server's identity (a restart, maybe from an old snapshot, or a
+//!   failover to a replica that missed writes): either can bring back "live"
+//!   entries of sessions revoked since.
+//! - Before trusting it again, a probe writes every revocation of the event
+//!   log follower's set into it, so whatever it lost is back first.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{CacheLookup, Counter, DurableStore, SessionCache, StoreError, StoreResult};
+use super::{CacheLookup, Counter, RevocationSource, SessionCache, StoreError, StoreResult};
 use crate::domain::{SessionId, UserId};
 
 /// How often an untrusted cache is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
-const SWEEP_BATCH: i64 = 1000;
+/// How often a trusted cache's identity is compared with the one it had.
+pub const IDENTITY_INTERVAL: Duration = Duration::from_secs(1);
+const SWEEP_BATCH: usize = 1000;
 
 struct Guard {
     inner: Arc<dyn SessionCache>,
-    store: Arc<dyn DurableStore>,
+    revocations: Arc<dyn RevocationSource>,
     /// Read on every request; written only under `state`.
     trusted: AtomicBool,
     state: Mutex<ProbeState>,
@@ -36,28 +37,29 @@ struct Guard {
 #[derive(Default)]
 struct ProbeState {
     probing: bool,
-    /// Bumped by every distrust; a sweep only restores trust if no alert
-    /// arrived while it ran.
-    alerts: u64,
+    /// Bumped by every distrust; a sweep only restores trust if none came
+    /// while it ran.
+    distrusts: u64,
+    /// The cache server's identity when it was last swept.
+    identity: Option<String>,
 }
 
 #[derive(Clone)]
 pub struct GuardedCache(Arc<Guard>);
 
 impl GuardedCache {
-    /// Starts untrusted: the first probe sweeps pending revocations, which
-    /// covers a process that crashed before writing them.
-    pub fn new(inner: Arc<dyn SessionCache>, store: Arc<dyn DurableStore>, marker_ttl: Duration) -> Self {
+    /// Starts untrusted: the first probe writes the follower's revocations
+    /// once it has loaded them.
+    pub fn new(inner: Arc<dyn SessionCache>, revocations: Arc<dyn RevocationSource>, marker_ttl: Duration) -> Self {
         let cache = GuardedCache(Arc::new(Guard {
             inner,
-            store,
+            revocations,
             trusted: AtomicBool::new(false),
             state: Mutex::new(ProbeState::default()),
             marker_ttl,
         }));
         cache.distrust();
-        let alerted = cache.clone();
-        cache.0.store.watch_cache_alerts(Arc::new(move || alerted.distrust()));
+        tokio::spawn(watch_identity(Arc::downgrade(&cache.0)));
         cache
     }
 
@@ -74,46 +76,9 @@ impl GuardedCache {
         self.0.trusted.load(Ordering::Acquire)
     }
 
-    /// Stops using the cache until a probe has swept pending revocations.
+    /// Stops using the cache until a probe has re-written the revocations.
     pub fn distrust(&self) {
-        let spawn = {
-            let Ok(mut state) = self.0.state.lock() else {
-                return;
-            };
-            state.alerts += 1;
-            if self.0.trusted.swap(false, Ordering::AcqRel) {
-                tracing::warn!(cache = %self.0.inner.describe(), "cache untrusted; serving from the durable store");
-            }
-            !std::mem::replace(&mut state.probing, true)
-        };
-        metrics::gauge!("authd_cache_trusted").set(0.0);
-        if !spawn {
-            return;
-        }
-        let guard = self.0.clone();
-        tokio::spawn(async move {
-            loop {
-                let started_at = guard.state.lock().map(|s| s.alerts).unwrap_or(0);
-                match sweep(&guard).await {
-                    Ok(()) => {
-                        let Ok(mut state) = guard.state.lock() else {
-                            return;
-                        };
-                        if state.alerts == started_at {
-                            state.probing = false;
-                            guard.trusted.store(true, Ordering::Release);
-                            metrics::gauge!("authd_cache_trusted").set(1.0);
-                            tracing::info!(cache = %guard.inner.describe(), "cache trusted again");
-                            return;
-                        }
-                        // An alert came in during the sweep: sweep again at once.
-                        continue;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "cache probe failed"),
-                }
-                tokio::time::sleep(PROBE_INTERVAL).await;
-            }
-        });
+        distrust(&self.0);
     }
 
     fn check<T>(&self, result: StoreResult<T>) -> StoreResult<T> {
@@ -128,18 +93,94 @@ impl GuardedCache {
     }
 }
 
-/// Pings the cache, then writes every pending revocation into it.
-async fn sweep(guard: &Guard) -> StoreResult<()> {
-    guard.inner.ping().await?;
-    loop {
-        let pending = guard.store.pending_revocations(SWEEP_BATCH).await?;
-        let Some(&(last, _)) = pending.last() else {
-            return Ok(());
+fn distrust(guard: &Arc<Guard>) {
+    let spawn = {
+        let Ok(mut state) = guard.state.lock() else {
+            return;
         };
-        let ids: Vec<SessionId> = pending.iter().map(|(_, id)| *id).collect();
-        guard.inner.mark_revoked(&ids, guard.marker_ttl).await?;
-        guard.store.clear_pending_revocations(last).await?;
-        tracing::info!(count = ids.len(), "pending revocations written to the cache");
+        state.distrusts += 1;
+        if guard.trusted.swap(false, Ordering::AcqRel) {
+            tracing::warn!(cache = %guard.inner.describe(), "cache untrusted; serving from the durable store");
+        }
+        !std::mem::replace(&mut state.probing, true)
+    };
+    metrics::gauge!("authd_cache_trusted").set(0.0);
+    if spawn {
+        tokio::spawn(probe(guard.clone()));
+    }
+}
+
+/// Sweeps until a sweep completes with no distrust during it, then trusts.
+async fn probe(guard: Arc<Guard>) {
+    loop {
+        let started_at = guard.state.lock().map(|s| s.distrusts).unwrap_or(0);
+        match sweep(&guard).await {
+            Ok(identity) => {
+                let Ok(mut state) = guard.state.lock() else {
+                    return;
+                };
+                if state.distrusts == started_at {
+                    state.probing = false;
+                    state.identity = identity;
+                    guard.trusted.store(true, Ordering::Release);
+                    metrics::gauge!("authd_cache_trusted").set(1.0);
+                    tracing::info!(cache = %guard.inner.describe(), "cache trusted again");
+                    return;
+                }
+                // Distrusted during the sweep: sweep again at once.
+                continue;
+            }
+            Err(e) => tracing::debug!(error = %e, "cache probe failed"),
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+/// Writes every revocation the follower knows into the cache; returns the
+/// cache's identity, which must not have changed while it ran.
+async fn sweep(guard: &Guard) -> StoreResult<Option<String>> {
+    guard.inner.ping().await?;
+    if !guard.revocations.ready() {
+        return Err(StoreError::Unavailable(
+            "the event log follower has not loaded the revocations yet".into(),
+        ));
+    }
+    let identity = guard.inner.identity().await?;
+    let ids = guard.revocations.revoked();
+    for chunk in ids.chunks(SWEEP_BATCH) {
+        guard.inner.mark_revoked(chunk, guard.marker_ttl).await?;
+    }
+    if guard.inner.identity().await? != identity {
+        return Err(StoreError::Unavailable(
+            "the cache server changed during the sweep".into(),
+        ));
+    }
+    if !ids.is_empty() {
+        tracing::info!(count = ids.len(), "revocations written to the cache before trusting it");
+    }
+    Ok(identity)
+}
+
+/// Distrusts a trusted cache whose server is no longer the one swept.
+async fn watch_identity(guard: Weak<Guard>) {
+    loop {
+        tokio::time::sleep(IDENTITY_INTERVAL).await;
+        let Some(guard) = guard.upgrade() else {
+            return;
+        };
+        if !guard.trusted.load(Ordering::Acquire) {
+            continue;
+        }
+        let known = guard.state.lock().ok().and_then(|s| s.identity.clone());
+        match guard.inner.identity().await {
+            Ok(now) if now == known => {}
+            Ok(now) => {
+                tracing::warn!(before = ?known, now = ?now, "cache server changed (restart or failover); re-writing revocations");
+                distrust(&guard);
+            }
+            Err(StoreError::Unavailable(_)) => distrust(&guard),
+            Err(e) => tracing::debug!(error = %e, "cache identity check failed"),
+        }
     }
 }
 
@@ -147,6 +188,10 @@ async fn sweep(guard: &Guard) -> StoreResult<()> {
 impl SessionCache for GuardedCache {
     fn describe(&self) -> String {
         self.0.inner.describe()
+    }
+
+    fn backend(&self) -> super::Backend {
+        self.0.inner.backend()
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -179,6 +224,10 @@ impl SessionCache for GuardedCache {
         }
         let result = self.0.inner.mark_revoked(ids, ttl).await;
         self.check(result)
+    }
+
+    async fn identity(&self) -> StoreResult<Option<String>> {
+        self.0.inner.identity().await
     }
 
     async fn hit(&self, key: &str, window: Duration) -> StoreResult<Counter> {

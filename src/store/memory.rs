@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use moka::future::Cache;
 use moka::Expiry;
 
-use super::{CacheLookup, Counter, SessionCache, StoreResult};
+use super::{Backend, CacheLookup, Counter, SessionCache, StoreResult};
 use crate::domain::{SessionId, UserId};
 
 #[derive(Clone, Debug)]
@@ -80,6 +80,10 @@ fn counter_of(c: Option<Count>, now: Instant) -> Counter {
 impl SessionCache for MemoryCache {
     fn describe(&self) -> String {
         "in-process".into()
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::InProcess
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -1,6 +1,9 @@
 //! Storage behind two narrow interfaces, chosen at startup:
 //! - [`DurableStore`]: the source of truth (Postgres, or SQLite embedded);
 //! - [`SessionCache`]: a rebuildable cache of session liveness (Redis, or in-process).
+//!
+//! Every change of a session's lifecycle is also a row of the durable
+//! store's append-only event log, written in the same transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::{SessionId, TokenHash, UserId};
+use crate::domain::{Actor, RevokeReason, SessionId, TokenHash, UserId};
 
 pub mod guarded;
 pub mod memory;
@@ -101,19 +104,116 @@ pub enum RefreshDecision {
         expires_at: OffsetDateTime,
         grace_ciphertext: Vec<u8>,
     },
-    Revoke {
-        reason: &'static str,
-        at: OffsetDateTime,
-    },
+    Revoke(Revocation),
     NoChange,
 }
 
+/// A revocation to apply: the event's reason and actor, when, and how long
+/// access tokens live (so the store can record `until`).
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    pub reason: RevokeReason,
+    pub actor: Actor,
+    pub at: OffsetDateTime,
+    pub access_ttl: Duration,
+}
+
+/// A session that a call revoked (it was live until then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revoked {
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    /// The latest `exp` of any access token the session can have outstanding.
+    pub until: OffsetDateTime,
+}
+
+/// A position in the session event log. Both stores hand events out in
+/// commit order: Postgres by (transaction id, sequence) below the oldest
+/// running transaction, SQLite (one writer) by sequence alone (`xact` 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventCursor {
+    pub xact: i64,
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    SessionCreated,
+    SessionRevoked,
+    SessionRenamed,
+    SessionExpired,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::SessionCreated => "session_created",
+            EventKind::SessionRevoked => "session_revoked",
+            EventKind::SessionRenamed => "session_renamed",
+            EventKind::SessionExpired => "session_expired",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            EventKind::SessionCreated,
+            EventKind::SessionRevoked,
+            EventKind::SessionRenamed,
+            EventKind::SessionExpired,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == raw)
+    }
+}
+
+/// One row of the session event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEvent {
+    pub cursor: EventCursor,
+    pub kind: EventKind,
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    pub at: OffsetDateTime,
+    pub reason: Option<RevokeReason>,
+    pub actor: Option<Actor>,
+    /// Revocations only: after this nobody needs to remember the session.
+    pub until: Option<OffsetDateTime>,
+}
+
+/// What one read of the log returns.
+#[derive(Debug, Clone, Default)]
+pub struct EventBatch {
+    /// Final events, in log order: the cursor moves over these.
+    pub events: Vec<SessionEvent>,
+    /// Revocations committed after the first transaction still running:
+    /// final too, but an earlier event may still come before them.
+    pub ahead: Vec<SessionEvent>,
+}
+
+/// Where a follower starts: the log position up to which every event is
+/// final, and every revocation before it whose `until` has not passed.
+#[derive(Debug, Clone, Default)]
+pub struct EventStart {
+    pub cursor: EventCursor,
+    pub revocations: Vec<SessionEvent>,
+}
+
 pub type Decide<'a> = dyn FnMut(&RefreshCandidate) -> RefreshDecision + Send + 'a;
+
+/// Which server a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+    Redis,
+    InProcess,
+}
 
 #[async_trait]
 pub trait DurableStore: Send + Sync {
     /// e.g. `postgres://authd@db:5432/authd` (password redacted).
     fn describe(&self) -> String;
+    fn backend(&self) -> Backend;
     async fn ping(&self) -> StoreResult<()>;
     async fn migrate(&self) -> StoreResult<()>;
 
@@ -131,31 +231,30 @@ pub trait DurableStore: Send + Sync {
     /// `None` when no session has ever issued this token.
     async fn refresh(&self, hash: &TokenHash, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>>;
 
-    /// Revokes one session (of `owner`, when given). Returns the session as it
-    /// was found, or `None` when there is no such session (or not the owner's).
+    /// Revokes one session (of `owner`, when given) if it is live, writing
+    /// its `session_revoked` event in the same transaction. `None` when there
+    /// is no such live session: nothing is written then.
     async fn revoke_session(
         &self,
         id: SessionId,
         owner: Option<UserId>,
-        reason: &str,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<SessionRecord>>;
-    /// Revokes every live session of a user but `except`; returns the ids revoked.
+        revocation: &Revocation,
+    ) -> StoreResult<Option<Revoked>>;
+    /// Revokes every live session of a user but `except`, with their events.
     async fn revoke_user_sessions(
         &self,
         user: UserId,
         except: Option<SessionId>,
-        reason: &str,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<SessionId>>;
+        revocation: &Revocation,
+    ) -> StoreResult<Vec<Revoked>>;
     /// Sets a new password hash and revokes every other session, atomically.
     async fn change_password(
         &self,
         user: UserId,
         new_hash: &str,
         keep: SessionId,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<SessionId>>;
+        revocation: &Revocation,
+    ) -> StoreResult<Vec<Revoked>>;
     /// Replaces a password hash (same password, new parameters).
     async fn set_password_hash(&self, user: UserId, new_hash: &str, now: OffsetDateTime) -> StoreResult<()>;
     /// Live sessions, newest first, at most `limit`.
@@ -165,25 +264,30 @@ pub trait DurableStore: Send + Sync {
         now: OffsetDateTime,
         limit: i64,
     ) -> StoreResult<Vec<SessionRecord>>;
-    /// Deletes up to `batch` sessions that expired or were revoked before `cutoff`.
-    async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64>;
+    /// Deletes up to `batch` sessions that expired or were revoked before
+    /// `cutoff`; each one that expired unrevoked gets a `session_expired`
+    /// event (at `now`) in the same transaction.
+    async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, now: OffsetDateTime, batch: i64) -> StoreResult<u64>;
 
     /// Appends to the audit trail.
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     /// A user's audit events, newest first.
     async fn list_audit(&self, user: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>>;
 
-    /// Records revocations the cache did not receive, and alerts every
-    /// process (see [`DurableStore::watch_cache_alerts`]) not to trust it.
-    async fn record_pending_revocations(&self, ids: &[SessionId], now: OffsetDateTime) -> StoreResult<()>;
-    /// The oldest pending revocations, with their sequence numbers.
-    async fn pending_revocations(&self, limit: i64) -> StoreResult<Vec<(i64, SessionId)>>;
-    /// Forgets pending revocations up to and including `up_to`.
-    async fn clear_pending_revocations(&self, up_to: i64) -> StoreResult<()>;
-    /// Calls `on_alert` whenever any process records pending revocations, and
-    /// once after every (re)connection of the watch, until the process ends.
-    /// A single-process store has nobody else to hear from and does nothing.
-    fn watch_cache_alerts(&self, on_alert: Arc<dyn Fn() + Send + Sync>);
+    /// Where a follower starting now begins (see [`EventStart`]).
+    async fn event_start(&self, now: OffsetDateTime) -> StoreResult<EventStart>;
+    /// Up to `limit` events after `after`, in log order, never one that an
+    /// uncommitted transaction could still precede; and, apart, revocations
+    /// already committed beyond that point (a long transaction elsewhere
+    /// must not delay them from the revocation set).
+    async fn events_after(&self, after: EventCursor, limit: i64) -> StoreResult<EventBatch>;
+    /// Deletes up to `batch` events older than `cutoff` whose `until` (if
+    /// any) is before `now`.
+    async fn delete_old_events(&self, cutoff: OffsetDateTime, now: OffsetDateTime, batch: i64) -> StoreResult<u64>;
+    /// Wakes `wake` whenever a session is revoked, by any process (and after
+    /// every reconnection of the watch), until the process ends. A lost
+    /// wake-up only delays: followers poll as well.
+    fn watch_events(&self, wake: Arc<tokio::sync::Notify>);
 }
 
 /// What the cache knows of a session.
@@ -202,12 +306,19 @@ pub enum CacheLookup {
 #[async_trait]
 pub trait SessionCache: Send + Sync {
     fn describe(&self) -> String;
+    fn backend(&self) -> Backend;
     async fn ping(&self) -> StoreResult<()>;
     async fn get(&self, id: SessionId) -> StoreResult<CacheLookup>;
     /// Caches a live session for `ttl`. Never hides a revocation marker.
     async fn put_live(&self, id: SessionId, user_id: UserId, expires_at: i64, ttl: Duration) -> StoreResult<()>;
     /// Records revocations for `ttl` (at least as long as the sessions could have lived).
     async fn mark_revoked(&self, ids: &[SessionId], ttl: Duration) -> StoreResult<()>;
+    /// Who the cache server is: changes when it restarts (maybe from an old
+    /// snapshot) or fails over (to a replica that may have missed writes).
+    /// `None` when the cache cannot lose writes on its own (in-process).
+    async fn identity(&self) -> StoreResult<Option<String>> {
+        Ok(None)
+    }
 
     /// Counts one event under `key` in a fixed window that starts with the
     /// key's first event; returns the count and the time left in the window.
@@ -222,4 +333,13 @@ pub trait SessionCache: Send + Sync {
 pub struct Counter {
     pub count: u64,
     pub remaining: Duration,
+}
+
+/// The revocations a cache must hold before it is trusted: the event log
+/// follower's in-process set.
+pub trait RevocationSource: Send + Sync {
+    /// False until the set has been loaded from the durable store.
+    fn ready(&self) -> bool;
+    /// Every session in the set.
+    fn revoked(&self) -> Vec<SessionId>;
 }

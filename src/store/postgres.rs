@@ -7,19 +7,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{FromRow, Postgres, Transaction};
+use sqlx::FromRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditEvent, Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError, StoreResult,
-    UserRecord,
+    AuditEvent, Backend, Decide, DurableStore, EventBatch, EventCursor, EventKind, EventStart, RefreshCandidate,
+    RefreshDecision, Revocation, Revoked, SessionEvent, SessionRecord, StoreError, StoreResult, UserRecord,
 };
 use crate::config::SecretUrl;
-use crate::domain::{SessionId, TokenHash, UserId};
+use crate::domain::{Actor, RevokeReason, SessionId, TokenHash, UserId};
 
-/// The NOTIFY channel on which processes learn that the cache missed revocations.
-const ALERT_CHANNEL: &str = "authd_cache_alert";
+/// The NOTIFY channel a revocation's commit wakes followers on (migration 0004).
+const EVENTS_CHANNEL: &str = "authd_session_events";
+/// A quiet LISTEN connection is pinged this often, so a half-open one is
+/// noticed and replaced rather than silently losing wake-ups.
+const LISTEN_KEEPALIVE: Duration = Duration::from_secs(10);
 
 pub struct PgStore {
     pool: PgPool,
@@ -126,6 +129,91 @@ struct AuditRow {
 }
 
 #[derive(FromRow)]
+struct EventRow {
+    xact: i64,
+    seq: i64,
+    kind: String,
+    session_id: Uuid,
+    user_id: Uuid,
+    at: OffsetDateTime,
+    reason: Option<String>,
+    actor: Option<String>,
+    until: Option<OffsetDateTime>,
+}
+
+impl EventRow {
+    fn into_event(self) -> StoreResult<SessionEvent> {
+        Ok(SessionEvent {
+            cursor: EventCursor {
+                xact: self.xact,
+                seq: self.seq,
+            },
+            kind: EventKind::parse(&self.kind)
+                .ok_or_else(|| StoreError::Other(format!("unknown session event kind {:?}", self.kind)))?,
+            session_id: SessionId(self.session_id),
+            user_id: UserId(self.user_id),
+            at: self.at,
+            reason: self.reason.as_deref().and_then(RevokeReason::parse),
+            actor: self.actor.as_deref().map(Actor::parse),
+            until: self.until,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct HorizonRow {
+    horizon: i64,
+    #[sqlx(flatten)]
+    event: EventRow,
+}
+
+const EVENT_COLUMNS: &str = "xact_id::text::bigint AS xact, seq, kind, session_id, user_id, at, reason, actor, until";
+
+/// Revokes the live sessions that `condition` (over `$5`, `$6`) selects and
+/// logs a `session_revoked` event for each, in one statement.
+fn revoke_live_sql(condition: &str) -> String {
+    format!(
+        "WITH revoked AS ( \
+           UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+           WHERE revoked_at IS NULL AND expires_at > $1 AND {condition} \
+           RETURNING id, user_id, LEAST(rotated_at + make_interval(secs => $4), absolute_expires_at) AS until), \
+         logged AS ( \
+           INSERT INTO session_events (kind, session_id, user_id, at, reason, actor, until) \
+           SELECT 'session_revoked', id, user_id, $1, $2, $3, until FROM revoked) \
+         SELECT id, user_id, until FROM revoked"
+    )
+}
+
+const REVOKE_ONE: &str = "id = $5 AND ($6::uuid IS NULL OR user_id = $6)";
+const REVOKE_USER: &str = "user_id = $5 AND ($6::uuid IS NULL OR id <> $6)";
+
+async fn revoke_live<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    condition: &str,
+    r: &Revocation,
+    a: Uuid,
+    b: Option<Uuid>,
+) -> Result<Vec<Revoked>, sqlx::Error> {
+    let rows: Vec<(Uuid, Uuid, OffsetDateTime)> = sqlx::query_as(&revoke_live_sql(condition))
+        .bind(r.at)
+        .bind(r.reason.as_str())
+        .bind(r.actor.to_string())
+        .bind(r.access_ttl.as_secs_f64())
+        .bind(a)
+        .bind(b)
+        .fetch_all(executor)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, user, until)| Revoked {
+            session_id: SessionId(id),
+            user_id: UserId(user),
+            until,
+        })
+        .collect())
+}
+
+#[derive(FromRow)]
 struct CandidateRow {
     #[sqlx(flatten)]
     session: SessionRow,
@@ -157,6 +245,14 @@ impl PgStore {
         &self.pool
     }
 
+    /// The oldest transaction id still running: every event below it is final.
+    async fn horizon(&self) -> Result<i64, sqlx::Error> {
+        let (x,): (i64,) = sqlx::query_as("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(x)
+    }
+
     /// Bounds every call: a hung server must not hang a request.
     async fn bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
         match tokio::time::timeout(self.timeout, work).await {
@@ -167,33 +263,16 @@ impl PgStore {
             ))),
         }
     }
-
-    async fn revoke_others_in(
-        tx: &mut Transaction<'_, Postgres>,
-        user: UserId,
-        except: Option<SessionId>,
-        reason: &str,
-        now: OffsetDateTime,
-    ) -> Result<Vec<SessionId>, sqlx::Error> {
-        let ids: Vec<(Uuid,)> = sqlx::query_as(
-            "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
-             WHERE user_id = $3 AND revoked_at IS NULL AND expires_at > $1 \
-               AND ($4::uuid IS NULL OR id <> $4) RETURNING id",
-        )
-        .bind(now)
-        .bind(reason)
-        .bind(user.0)
-        .bind(except.map(|s| s.0))
-        .fetch_all(&mut **tx)
-        .await?;
-        Ok(ids.into_iter().map(|(id,)| SessionId(id)).collect())
-    }
 }
 
 #[async_trait]
 impl DurableStore for PgStore {
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Postgres
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -255,12 +334,17 @@ impl DurableStore for PgStore {
     }
 
     async fn create_session(&self, s: &SessionRecord, refresh_hash: &TokenHash) -> StoreResult<()> {
-        self.bounded(async {
-            let mut tx = self.pool.begin().await?;
+        // One statement, so one round trip and atomic without a transaction.
+        self.bounded(
             sqlx::query(
-                "INSERT INTO sessions (id, user_id, client_id, scope, device_name, user_agent, ip, created_at, \
-                 last_used_at, expires_at, absolute_expires_at, refresh_generation, rotated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                "WITH created AS ( \
+                   INSERT INTO sessions (id, user_id, client_id, scope, device_name, user_agent, ip, created_at, \
+                   last_used_at, expires_at, absolute_expires_at, refresh_generation, rotated_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)), \
+                 token AS ( \
+                   INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) \
+                   VALUES ($14, $1, $12, $13)) \
+                 INSERT INTO session_events (kind, session_id, user_id, at) VALUES ('session_created', $1, $2, $8)",
             )
             .bind(s.id.0)
             .bind(s.user_id.0)
@@ -275,20 +359,11 @@ impl DurableStore for PgStore {
             .bind(s.absolute_expires_at)
             .bind(s.refresh_generation)
             .bind(s.rotated_at)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) VALUES ($1, $2, $3, $4)",
-            )
             .bind(&refresh_hash.0[..])
-            .bind(s.id.0)
-            .bind(s.refresh_generation)
-            .bind(s.rotated_at)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await
-        })
+            .execute(&self.pool),
+        )
         .await
+        .map(|_| ())
     }
 
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
@@ -362,15 +437,8 @@ impl DurableStore for PgStore {
                     .execute(&mut *tx)
                     .await?;
                 }
-                RefreshDecision::Revoke { reason, at } => {
-                    sqlx::query(
-                        "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
-                    )
-                    .bind(at)
-                    .bind(reason)
-                    .bind(candidate.session.id.0)
-                    .execute(&mut *tx)
-                    .await?;
+                RefreshDecision::Revoke(revocation) => {
+                    revoke_live(&mut *tx, REVOKE_ONE, &revocation, candidate.session.id.0, None).await?;
                 }
                 RefreshDecision::NoChange => {}
             }
@@ -384,47 +452,33 @@ impl DurableStore for PgStore {
         &self,
         id: SessionId,
         owner: Option<UserId>,
-        reason: &str,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<SessionRecord>> {
-        self.bounded(async {
-            let mut tx = self.pool.begin().await?;
-            let row: Option<SessionRow> = sqlx::query_as(&format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1 AND ($2::uuid IS NULL OR s.user_id = $2) \
-                 FOR UPDATE"
+        revocation: &Revocation,
+    ) -> StoreResult<Option<Revoked>> {
+        let revoked = self
+            .bounded(revoke_live(
+                &self.pool,
+                REVOKE_ONE,
+                revocation,
+                id.0,
+                owner.map(|u| u.0),
             ))
-            .bind(id.0)
-            .bind(owner.map(|u| u.0))
-            .fetch_optional(&mut *tx)
             .await?;
-            let Some(row) = row else {
-                return Ok(None);
-            };
-            sqlx::query("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(reason)
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Some(row.into()))
-        })
-        .await
+        Ok(revoked.into_iter().next())
     }
 
     async fn revoke_user_sessions(
         &self,
         user: UserId,
         except: Option<SessionId>,
-        reason: &str,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<SessionId>> {
-        self.bounded(async {
-            let mut tx = self.pool.begin().await?;
-            let ids = Self::revoke_others_in(&mut tx, user, except, reason, now).await?;
-            tx.commit().await?;
-            Ok(ids)
-        })
+        revocation: &Revocation,
+    ) -> StoreResult<Vec<Revoked>> {
+        self.bounded(revoke_live(
+            &self.pool,
+            REVOKE_USER,
+            revocation,
+            user.0,
+            except.map(|s| s.0),
+        ))
         .await
     }
 
@@ -433,19 +487,19 @@ impl DurableStore for PgStore {
         user: UserId,
         new_hash: &str,
         keep: SessionId,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<SessionId>> {
+        revocation: &Revocation,
+    ) -> StoreResult<Vec<Revoked>> {
         self.bounded(async {
             let mut tx = self.pool.begin().await?;
             sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
                 .bind(new_hash)
-                .bind(now)
+                .bind(revocation.at)
                 .bind(user.0)
                 .execute(&mut *tx)
                 .await?;
-            let ids = Self::revoke_others_in(&mut tx, user, Some(keep), "password_changed", now).await?;
+            let revoked = revoke_live(&mut *tx, REVOKE_USER, revocation, user.0, Some(keep.0)).await?;
             tx.commit().await?;
-            Ok(ids)
+            Ok(revoked)
         })
         .await
     }
@@ -484,19 +538,26 @@ impl DurableStore for PgStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64> {
-        let result = self
+    async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, now: OffsetDateTime, batch: i64) -> StoreResult<u64> {
+        let (deleted,): (i64,) = self
             .bounded(
-                sqlx::query(
-                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
-                     WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2)",
+                sqlx::query_as(
+                    "WITH gone AS ( \
+                       DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                         WHERE expires_at < $1 OR revoked_at < $1 LIMIT $3) \
+                       RETURNING id, user_id, revoked_at), \
+                     logged AS ( \
+                       INSERT INTO session_events (kind, session_id, user_id, at) \
+                       SELECT 'session_expired', id, user_id, $2 FROM gone WHERE revoked_at IS NULL) \
+                     SELECT count(*) FROM gone",
                 )
                 .bind(cutoff)
+                .bind(now)
                 .bind(batch)
-                .execute(&self.pool),
+                .fetch_one(&self.pool),
             )
             .await?;
-        Ok(result.rows_affected())
+        Ok(deleted as u64)
     }
 
     async fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
@@ -549,68 +610,124 @@ impl DurableStore for PgStore {
             .collect()
     }
 
-    async fn record_pending_revocations(&self, ids: &[SessionId], now: OffsetDateTime) -> StoreResult<()> {
-        let ids: Vec<Uuid> = ids.iter().map(|s| s.0).collect();
+    async fn event_start(&self, now: OffsetDateTime) -> StoreResult<EventStart> {
         self.bounded(async {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query("INSERT INTO pending_cache_revocations (session_id, created_at) SELECT unnest($1::uuid[]), $2")
-                .bind(&ids)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            // Delivered to every listener when (and only if) this commits.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(ALERT_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await
+            // Both reads use one horizon, so no event falls between them.
+            let horizon = self.horizon().await?;
+            let last: Option<(i64, i64)> = sqlx::query_as(
+                "SELECT xact_id::text::bigint, seq FROM session_events \
+                 WHERE xact_id < $1::text::xid8 ORDER BY xact_id DESC, seq DESC LIMIT 1",
+            )
+            .bind(horizon.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+            let rows: Vec<EventRow> = sqlx::query_as(&format!(
+                "SELECT {EVENT_COLUMNS} FROM session_events \
+                 WHERE kind = 'session_revoked' AND until > $1 AND xact_id < $2::text::xid8 ORDER BY xact_id, seq"
+            ))
+            .bind(now)
+            .bind(horizon.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+            Ok((last, rows))
         })
         .await
+        .and_then(|(last, rows)| {
+            Ok(EventStart {
+                cursor: last.map(|(xact, seq)| EventCursor { xact, seq }).unwrap_or_default(),
+                revocations: rows.into_iter().map(EventRow::into_event).collect::<StoreResult<_>>()?,
+            })
+        })
     }
 
-    async fn pending_revocations(&self, limit: i64) -> StoreResult<Vec<(i64, SessionId)>> {
-        let rows: Vec<(i64, Uuid)> = self
+    async fn events_after(&self, after: EventCursor, limit: i64) -> StoreResult<EventBatch> {
+        // Rows below the horizon sort before every row at or above it, so
+        // the final ones are a prefix of the answer.
+        let rows: Vec<(i64, EventRow)> = self
             .bounded(
-                sqlx::query_as("SELECT id, session_id FROM pending_cache_revocations ORDER BY id LIMIT $1")
-                    .bind(limit)
-                    .fetch_all(&self.pool),
+                sqlx::query_as(&format!(
+                    "WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
+                     SELECT h.xmin::text::bigint AS horizon, {EVENT_COLUMNS} FROM session_events, h \
+                     WHERE (xact_id, seq) > ($1::text::xid8, $2) \
+                       AND (xact_id < h.xmin OR kind = 'session_revoked') \
+                     ORDER BY xact_id, seq LIMIT $3"
+                ))
+                .bind(after.xact.to_string())
+                .bind(after.seq)
+                .bind(limit)
+                .fetch_all(&self.pool),
+            )
+            .await?
+            .into_iter()
+            .map(|row: HorizonRow| (row.horizon, row.event))
+            .collect();
+        let mut batch = EventBatch::default();
+        for (horizon, row) in rows {
+            let event = row.into_event()?;
+            if event.cursor.xact < horizon {
+                batch.events.push(event);
+            } else {
+                batch.ahead.push(event);
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn delete_old_events(&self, cutoff: OffsetDateTime, now: OffsetDateTime, batch: i64) -> StoreResult<u64> {
+        let result = self
+            .bounded(
+                sqlx::query(
+                    "DELETE FROM session_events WHERE seq IN (SELECT seq FROM session_events \
+                     WHERE at < $1 AND (until IS NULL OR until < $2) LIMIT $3)",
+                )
+                .bind(cutoff)
+                .bind(now)
+                .bind(batch)
+                .execute(&self.pool),
             )
             .await?;
-        Ok(rows.into_iter().map(|(n, id)| (n, SessionId(id))).collect())
+        Ok(result.rows_affected())
     }
 
-    async fn clear_pending_revocations(&self, up_to: i64) -> StoreResult<()> {
-        self.bounded(
-            sqlx::query("DELETE FROM pending_cache_revocations WHERE id <= $1")
-                .bind(up_to)
-                .execute(&self.pool),
-        )
-        .await
-        .map(|_| ())
-    }
-
-    fn watch_cache_alerts(&self, on_alert: Arc<dyn Fn() + Send + Sync>) {
+    fn watch_events(&self, wake: Arc<tokio::sync::Notify>) {
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            loop {
+            while !pool.is_closed() {
                 let listener = async {
                     let mut listener = PgListener::connect_with(&pool).await?;
-                    listener.listen(ALERT_CHANNEL).await?;
+                    listener.listen(EVENTS_CHANNEL).await?;
                     Ok::<_, sqlx::Error>(listener)
                 };
                 match listener.await {
                     Ok(mut listener) => {
-                        // Alerts sent while we were not listening are not lost:
-                        // they are rows, and this sweep reads them.
-                        on_alert();
-                        while let Ok(Some(_)) = listener.try_recv().await {
-                            on_alert();
-                        }
+                        // Whatever was committed while nobody listened is in
+                        // the log: one read catches up.
+                        wake.notify_one();
+                        listen_until_lost(&mut listener, &wake).await;
+                        tracing::debug!("event listener lost its connection; reconnecting");
                     }
-                    Err(e) => tracing::debug!(error = %e, "cache alert listener cannot connect"),
+                    Err(e) => tracing::debug!(error = %e, "event listener cannot connect"),
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
+    }
+}
+
+/// Wakes `wake` on every notification until the connection fails or stops
+/// answering its keepalive ping.
+async fn listen_until_lost(listener: &mut PgListener, wake: &tokio::sync::Notify) {
+    loop {
+        match tokio::time::timeout(LISTEN_KEEPALIVE, listener.try_recv()).await {
+            Ok(Ok(Some(_))) => wake.notify_one(),
+            Ok(Ok(None)) | Ok(Err(_)) => return,
+            Err(_) => {
+                let ping =
+                    tokio::time::timeout(LISTEN_KEEPALIVE, sqlx::query("SELECT 1").execute(&mut *listener)).await;
+                if !matches!(ping, Ok(Ok(_))) {
+                    return;
+                }
+            }
+        }
     }
 }

@@ -15,7 +15,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::Script;
 
-use super::{CacheLookup, Counter, SessionCache, StoreError, StoreResult};
+use super::{Backend, CacheLookup, Counter, SessionCache, StoreError, StoreResult};
 use crate::config::SecretUrl;
 use crate::domain::{SessionId, UserId};
 
@@ -215,10 +215,26 @@ fn parse_entry(raw: Option<String>) -> CacheLookup {
     }
 }
 
+/// `run_id` and `master_replid` from an INFO answer.
+fn server_identity(info: &str) -> String {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    format!("{}/{}", field("run_id"), field("master_replid"))
+}
+
 #[async_trait]
 impl SessionCache for RedisCache {
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Redis
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -276,6 +292,18 @@ impl SessionCache for RedisCache {
         Ok(())
     }
 
+    /// `run_id` changes with every restart, `master_replid` with every
+    /// failover. A cluster answers INFO from whichever node it picks, so it
+    /// has no single identity: its outages alone make authd re-sweep.
+    async fn identity(&self) -> StoreResult<Option<String>> {
+        if matches!(self.target, Target::Cluster(_)) {
+            return Ok(None);
+        }
+        let mut conn = self.connection().await?;
+        let info: String = self.bounded(redis::cmd("INFO").query_async(&mut conn)).await?;
+        Ok(Some(server_identity(&info)))
+    }
+
     async fn hit(&self, key: &str, window: Duration) -> StoreResult<Counter> {
         let mut conn = self.connection().await?;
         let mut invocation = self.hit.key(self.counter_key(key));
@@ -321,5 +349,11 @@ mod tests {
             }
         );
         assert_eq!(parse_entry(Some("l:garbage:1".into())), CacheLookup::Miss);
+    }
+
+    #[test]
+    fn identity_names_the_server_and_its_replication_history() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\n# Replication\r\nrole:master\r\nmaster_replid:def456\r\nmaster_replid2:000\r\n";
+        assert_eq!(server_identity(info), "abc123/def456");
     }
 }

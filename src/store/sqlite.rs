@@ -15,10 +15,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditEvent, Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError, StoreResult,
-    UserRecord,
+    AuditEvent, Backend, Decide, DurableStore, EventBatch, EventCursor, EventKind, EventStart, RefreshCandidate,
+    RefreshDecision, Revocation, Revoked, SessionEvent, SessionRecord, StoreError, StoreResult, UserRecord,
 };
-use crate::domain::{SessionId, TokenHash, UserId};
+use crate::domain::{Actor, RevokeReason, SessionId, TokenHash, UserId};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -124,6 +124,84 @@ struct AuditRow {
 }
 
 #[derive(FromRow)]
+struct EventRow {
+    seq: i64,
+    kind: String,
+    session_id: Uuid,
+    user_id: Uuid,
+    at: i64,
+    reason: Option<String>,
+    actor: Option<String>,
+    until: Option<i64>,
+}
+
+impl EventRow {
+    fn into_event(self) -> StoreResult<SessionEvent> {
+        Ok(SessionEvent {
+            cursor: EventCursor { xact: 0, seq: self.seq },
+            kind: EventKind::parse(&self.kind)
+                .ok_or_else(|| StoreError::Other(format!("unknown session event kind {:?}", self.kind)))?,
+            session_id: SessionId(self.session_id),
+            user_id: UserId(self.user_id),
+            at: from_micros(self.at)?,
+            reason: self.reason.as_deref().and_then(RevokeReason::parse),
+            actor: self.actor.as_deref().map(Actor::parse),
+            until: self.until.map(from_micros).transpose()?,
+        })
+    }
+}
+
+const EVENT_COLUMNS: &str = "seq, kind, session_id, user_id, at, reason, actor, until";
+
+const REVOKE_ONE: &str = "id = ?4 AND (?5 IS NULL OR user_id = ?5)";
+const REVOKE_USER: &str = "user_id = ?4 AND (?5 IS NULL OR id <> ?5)";
+
+/// Revokes the live sessions that `condition` (over `?4`, `?5`) selects and
+/// logs a `session_revoked` event for each, in the caller's transaction.
+async fn revoke_live(
+    tx: &mut Transaction<'_, Sqlite>,
+    condition: &str,
+    r: &Revocation,
+    a: Uuid,
+    b: Option<Uuid>,
+) -> Result<Vec<Revoked>, sqlx::Error> {
+    let ttl_micros = i64::try_from(r.access_ttl.as_micros()).unwrap_or(i64::MAX);
+    let rows: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(&format!(
+        "UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 \
+         WHERE revoked_at IS NULL AND expires_at > ?1 AND {condition} \
+         RETURNING id, user_id, MIN(rotated_at + ?3, absolute_expires_at)"
+    ))
+    .bind(micros(r.at))
+    .bind(r.reason.as_str())
+    .bind(ttl_micros)
+    .bind(a)
+    .bind(b)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut revoked = Vec::with_capacity(rows.len());
+    for (id, user, until) in rows {
+        sqlx::query(
+            "INSERT INTO session_events (kind, session_id, user_id, at, reason, actor, until) \
+             VALUES ('session_revoked', ?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(micros(r.at))
+        .bind(r.reason.as_str())
+        .bind(r.actor.to_string())
+        .bind(until)
+        .execute(&mut **tx)
+        .await?;
+        revoked.push(Revoked {
+            session_id: SessionId(id),
+            user_id: UserId(user),
+            until: OffsetDateTime::from_unix_timestamp_nanos(until as i128 * 1000).unwrap_or(r.at),
+        });
+    }
+    Ok(revoked)
+}
+
+#[derive(FromRow)]
 struct CandidateRow {
     #[sqlx(flatten)]
     session: SessionRow,
@@ -182,33 +260,16 @@ impl SqliteStore {
             ))),
         }
     }
-
-    async fn revoke_others_in(
-        tx: &mut Transaction<'_, Sqlite>,
-        user: UserId,
-        except: Option<SessionId>,
-        reason: &str,
-        now: OffsetDateTime,
-    ) -> Result<Vec<SessionId>, sqlx::Error> {
-        let ids: Vec<(Uuid,)> = sqlx::query_as(
-            "UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 \
-             WHERE user_id = ?3 AND revoked_at IS NULL AND expires_at > ?1 AND (?4 IS NULL OR id <> ?4) \
-             RETURNING id",
-        )
-        .bind(micros(now))
-        .bind(reason)
-        .bind(user.0)
-        .bind(except.map(|s| s.0))
-        .fetch_all(&mut **tx)
-        .await?;
-        Ok(ids.into_iter().map(|(id,)| SessionId(id)).collect())
-    }
 }
 
 #[async_trait]
 impl DurableStore for SqliteStore {
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -296,6 +357,14 @@ impl DurableStore for SqliteStore {
             .bind(micros(s.rotated_at))
             .execute(&mut *tx)
             .await?;
+            sqlx::query(
+                "INSERT INTO session_events (kind, session_id, user_id, at) VALUES ('session_created', ?1, ?2, ?3)",
+            )
+            .bind(s.id.0)
+            .bind(s.user_id.0)
+            .bind(micros(s.created_at))
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await
         })
         .await
@@ -327,27 +396,26 @@ impl DurableStore for SqliteStore {
     }
 
     async fn refresh(&self, hash: &TokenHash, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>> {
-        let row = self
-            .bounded(async {
-                let mut tx = self.pool.begin().await?;
-                let row: Option<CandidateRow> = sqlx::query_as(&format!(
-                    "SELECT {SESSION_COLUMNS}, t.generation AS token_generation \
-                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?1"
-                ))
-                .bind(&hash.0[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-                Ok((tx, row))
-            })
-            .await?;
-        let (mut tx, Some(row)) = row else {
-            return Ok(None);
-        };
-        let candidate = row.into_candidate()?;
-        let decision = decide(&candidate);
-        let id = candidate.session.id.0;
+        // One bounded transaction: the single connection is the row lock, and
+        // the rules decide while it is held.
         self.bounded(async {
-            match decision {
+            let mut tx = self.pool.begin().await?;
+            let row: Option<CandidateRow> = sqlx::query_as(&format!(
+                "SELECT {SESSION_COLUMNS}, t.generation AS token_generation \
+                 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?1"
+            ))
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let candidate = match row.into_candidate() {
+                Ok(c) => c,
+                Err(e) => return Ok(Some(Err(e))),
+            };
+            let id = candidate.session.id.0;
+            match decide(&candidate) {
                 RefreshDecision::Rotate { new_hash, last_used_at, expires_at, grace_ciphertext } => {
                     let generation = candidate.session.refresh_generation + 1;
                     sqlx::query(
@@ -371,68 +439,44 @@ impl DurableStore for SqliteStore {
                     .execute(&mut *tx)
                     .await?;
                 }
-                RefreshDecision::Revoke { reason, at } => {
-                    sqlx::query("UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 WHERE id = ?3 AND revoked_at IS NULL")
-                        .bind(micros(at))
-                        .bind(reason)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
+                RefreshDecision::Revoke(revocation) => {
+                    revoke_live(&mut tx, REVOKE_ONE, &revocation, id, None).await?;
                 }
                 RefreshDecision::NoChange => {}
             }
-            tx.commit().await
+            tx.commit().await?;
+            Ok(Some(Ok(candidate)))
         })
-        .await?;
-        Ok(Some(candidate))
+        .await?
+        .transpose()
     }
 
     async fn revoke_session(
         &self,
         id: SessionId,
         owner: Option<UserId>,
-        reason: &str,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<SessionRecord>> {
-        let row: Option<SessionRow> = self
-            .bounded(async {
-                let mut tx = self.pool.begin().await?;
-                let row: Option<SessionRow> = sqlx::query_as(&format!(
-                    "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1 AND (?2 IS NULL OR s.user_id = ?2)"
-                ))
-                .bind(id.0)
-                .bind(owner.map(|u| u.0))
-                .fetch_optional(&mut *tx)
-                .await?;
-                if row.is_some() {
-                    sqlx::query(
-                        "UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 WHERE id = ?3 AND revoked_at IS NULL",
-                    )
-                    .bind(micros(now))
-                    .bind(reason)
-                    .bind(id.0)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok(row)
-            })
-            .await?;
-        row.map(SessionRow::into_record).transpose()
+        revocation: &Revocation,
+    ) -> StoreResult<Option<Revoked>> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let revoked = revoke_live(&mut tx, REVOKE_ONE, revocation, id.0, owner.map(|u| u.0)).await?;
+            tx.commit().await?;
+            Ok(revoked.into_iter().next())
+        })
+        .await
     }
 
     async fn revoke_user_sessions(
         &self,
         user: UserId,
         except: Option<SessionId>,
-        reason: &str,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<SessionId>> {
+        revocation: &Revocation,
+    ) -> StoreResult<Vec<Revoked>> {
         self.bounded(async {
             let mut tx = self.pool.begin().await?;
-            let ids = Self::revoke_others_in(&mut tx, user, except, reason, now).await?;
+            let revoked = revoke_live(&mut tx, REVOKE_USER, revocation, user.0, except.map(|s| s.0)).await?;
             tx.commit().await?;
-            Ok(ids)
+            Ok(revoked)
         })
         .await
     }
@@ -442,19 +486,19 @@ impl DurableStore for SqliteStore {
         user: UserId,
         new_hash: &str,
         keep: SessionId,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<SessionId>> {
+        revocation: &Revocation,
+    ) -> StoreResult<Vec<Revoked>> {
         self.bounded(async {
             let mut tx = self.pool.begin().await?;
             sqlx::query("UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3")
                 .bind(new_hash)
-                .bind(micros(now))
+                .bind(micros(revocation.at))
                 .bind(user.0)
                 .execute(&mut *tx)
                 .await?;
-            let ids = Self::revoke_others_in(&mut tx, user, Some(keep), "password_changed", now).await?;
+            let revoked = revoke_live(&mut tx, REVOKE_USER, revocation, user.0, Some(keep.0)).await?;
             tx.commit().await?;
-            Ok(ids)
+            Ok(revoked)
         })
         .await
     }
@@ -493,19 +537,31 @@ impl DurableStore for SqliteStore {
         rows.into_iter().map(SessionRow::into_record).collect()
     }
 
-    async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64> {
-        let result = self
-            .bounded(
-                sqlx::query(
-                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
-                     WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
-                )
-                .bind(micros(cutoff))
-                .bind(batch)
-                .execute(&self.pool),
+    async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, now: OffsetDateTime, batch: i64) -> StoreResult<u64> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let gone: Vec<(Uuid, Uuid, Option<i64>)> = sqlx::query_as(
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                 WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2) RETURNING id, user_id, revoked_at",
             )
+            .bind(micros(cutoff))
+            .bind(batch)
+            .fetch_all(&mut *tx)
             .await?;
-        Ok(result.rows_affected())
+            for (id, user, _) in gone.iter().filter(|(_, _, revoked_at)| revoked_at.is_none()) {
+                sqlx::query(
+                    "INSERT INTO session_events (kind, session_id, user_id, at) VALUES ('session_expired', ?1, ?2, ?3)",
+                )
+                .bind(id)
+                .bind(user)
+                .bind(micros(now))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(gone.len() as u64)
+        })
+        .await
     }
 
     async fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
@@ -558,41 +614,69 @@ impl DurableStore for SqliteStore {
             .collect()
     }
 
-    async fn record_pending_revocations(&self, ids: &[SessionId], now: OffsetDateTime) -> StoreResult<()> {
-        self.bounded(async {
-            let mut tx = self.pool.begin().await?;
-            for id in ids {
-                sqlx::query("INSERT INTO pending_cache_revocations (session_id, created_at) VALUES (?1, ?2)")
-                    .bind(id.0)
-                    .bind(micros(now))
-                    .execute(&mut *tx)
+    async fn event_start(&self, now: OffsetDateTime) -> StoreResult<EventStart> {
+        let (last, rows) = self
+            .bounded(async {
+                // The newest sequence first: whatever commits after it is read
+                // by the follower's first poll, nothing falls in between.
+                let (last,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM session_events")
+                    .fetch_one(&self.pool)
                     .await?;
-            }
-            tx.commit().await
+                let rows: Vec<EventRow> = sqlx::query_as(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM session_events \
+                     WHERE kind = 'session_revoked' AND until > ?1 AND seq <= ?2 ORDER BY seq"
+                ))
+                .bind(micros(now))
+                .bind(last.unwrap_or(0))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok((last, rows))
+            })
+            .await?;
+        Ok(EventStart {
+            cursor: EventCursor {
+                xact: 0,
+                seq: last.unwrap_or(0),
+            },
+            revocations: rows.into_iter().map(EventRow::into_event).collect::<StoreResult<_>>()?,
         })
-        .await
     }
 
-    async fn pending_revocations(&self, limit: i64) -> StoreResult<Vec<(i64, SessionId)>> {
-        let rows: Vec<(i64, Uuid)> = self
+    /// One writer: every committed event is final, none is ever ahead.
+    async fn events_after(&self, after: EventCursor, limit: i64) -> StoreResult<EventBatch> {
+        let rows: Vec<EventRow> = self
             .bounded(
-                sqlx::query_as("SELECT id, session_id FROM pending_cache_revocations ORDER BY id LIMIT ?1")
-                    .bind(limit)
-                    .fetch_all(&self.pool),
+                sqlx::query_as(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM session_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                ))
+                .bind(after.seq)
+                .bind(limit)
+                .fetch_all(&self.pool),
             )
             .await?;
-        Ok(rows.into_iter().map(|(n, id)| (n, SessionId(id))).collect())
+        Ok(EventBatch {
+            events: rows.into_iter().map(EventRow::into_event).collect::<StoreResult<_>>()?,
+            ahead: Vec::new(),
+        })
     }
 
-    async fn clear_pending_revocations(&self, up_to: i64) -> StoreResult<()> {
-        self.bounded(
-            sqlx::query("DELETE FROM pending_cache_revocations WHERE id <= ?1")
-                .bind(up_to)
+    async fn delete_old_events(&self, cutoff: OffsetDateTime, now: OffsetDateTime, batch: i64) -> StoreResult<u64> {
+        let result = self
+            .bounded(
+                sqlx::query(
+                    "DELETE FROM session_events WHERE seq IN (SELECT seq FROM session_events \
+                     WHERE at < ?1 AND (until IS NULL OR until < ?2) LIMIT ?3)",
+                )
+                .bind(micros(cutoff))
+                .bind(micros(now))
+                .bind(batch)
                 .execute(&self.pool),
-        )
-        .await
-        .map(|_| ())
+            )
+            .await?;
+        Ok(result.rows_affected())
     }
 
-    fn watch_cache_alerts(&self, _on_alert: Arc<dyn Fn() + Send + Sync>) {}
+    /// One process: the session service wakes its own follower after each
+    /// revocation, so there is nobody else to hear from.
+    fn watch_events(&self, _wake: Arc<tokio::sync::Notify>) {}
 }
