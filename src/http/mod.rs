@@ -24,6 +24,7 @@ pub mod extract;
 pub mod limits;
 pub mod oauth;
 pub mod ops;
+pub mod revocations;
 pub mod sessions;
 pub mod users;
 
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(sessions::router())
         .merge(ops::router())
+        .merge(revocations::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), bounded_and_counted))
