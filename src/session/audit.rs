@@ -32,13 +32,6 @@ impl Meta {
             user_agent,
         }
     }
-
-    pub fn system() -> Self {
-        Meta {
-            actor: "system".into(),
-            ..Meta::default()
-        }
-    }
 }
 
 impl SessionService {

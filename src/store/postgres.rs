@@ -153,10 +153,6 @@ impl PgStore {
         })
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// Bounds every call: a hung server must not hang a request.
     async fn bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
         match tokio::time::timeout(self.timeout, work).await {
