@@ -104,8 +104,8 @@ pub fn argon2_hash_times(params: argon2::Params, reps: usize, threads: usize) ->
         parallel_rate,
     })
 }
-// Signatures: authd's JWT path against raw Ed25519
 
+/// authd's JWT path against raw Ed25519, operations per second on one thread.
 pub struct Crypto {
     pub jwt_sign: f64,
     pub jwt_verify: f64,
