@@ -172,12 +172,6 @@ impl fmt::Debug for Password {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct TokenHash(pub [u8; 32]);
 
-impl TokenHash {
-    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        <[u8; 32]>::try_from(bytes).ok().map(TokenHash)
-    }
-}
-
 impl ConstantTimeEq for TokenHash {
     fn ct_eq(&self, other: &Self) -> subtle::Choice {
         self.0.ct_eq(&other.0)

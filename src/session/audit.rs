@@ -31,13 +31,6 @@ impl Meta {
             user_agent,
         }
     }
-
-    pub fn system() -> Self {
-        Meta {
-            actor: Actor::System,
-            ..Meta::default()
-        }
-    }
 }
 
 impl SessionService {

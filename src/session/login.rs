@@ -129,7 +129,7 @@ impl SessionService {
         }
     }
 
-    fn new_session(
+    pub(super) fn new_session(
         &self,
         user_id: crate::domain::UserId,
         client_id: ClientId,

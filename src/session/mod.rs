@@ -25,6 +25,8 @@ pub mod list;
 pub mod login;
 pub mod refresh;
 pub mod revoke;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod throttle;
 
 /// Lifetimes and defaults the rules apply.

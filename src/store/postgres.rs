@@ -241,10 +241,6 @@ impl PgStore {
         })
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// The oldest transaction id still running: every event below it is final.
     async fn horizon(&self) -> Result<i64, sqlx::Error> {
         let (x,): (i64,) = sqlx::query_as("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")

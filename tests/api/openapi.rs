@@ -8,9 +8,9 @@ use crate::helpers::{Backend, TestApp};
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
-fn spec() -> serde_yaml::Value {
+fn spec() -> serde_yaml_ng::Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
-    serde_yaml::from_str(&text).unwrap()
+    serde_yaml_ng::from_str(&text).unwrap()
 }
 
 fn documented() -> BTreeSet<String> {

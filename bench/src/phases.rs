@@ -1,0 +1,214 @@
+//! The order of a run: authd up, the machine idle, seeding, the burst,
+//! argon2, space, the load cells, signatures, the machine's limits.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use sqlx::postgres::PgPoolOptions;
+use tokio::runtime::Handle;
+
+use crate::baselines::{argon2_hash_times, baselines, crypto_rates};
+use crate::cli::{Op, Plan};
+use crate::cpu::{proc_status_kib, CpuTicks};
+use crate::load::{http_cell, login_burst, mint_pool, verify_cell, Load, MAX_NEW_TOKENS, NEW_TOKENS_PER_SEC};
+use crate::report::{fmt_ns, fmt_rate, median, Report};
+use crate::seed::{argon2_phc, fill_cache, login_email, seed_sessions, seed_users, store_sessions};
+use crate::server::{start_app, Running};
+use crate::world::{progress, World};
+
+pub async fn bench(plan: &Plan, cores: usize, server: &Handle, world: &World) -> anyhow::Result<Report> {
+    let (running, basic) = start_app(server, world).await?;
+    progress(&format!("authd listening on {} (in-process)", running.addr));
+    let outcome = phases(plan, cores, server, world, &running, basic).await;
+    running.stop().await;
+    outcome
+}
+
+async fn phases(
+    plan: &Plan,
+    cores: usize,
+    server: &Handle,
+    world: &World,
+    running: &Running,
+    basic: String,
+) -> anyhow::Result<Report> {
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&world.db_url)
+        .await?;
+    let mut report = Report::new(plan, cores, world, &running.config);
+    // How busy the machine is before any load (authd idle).
+    let idle0 = CpuTicks::take();
+    tokio::time::sleep(plan.idle_probe).await;
+    let idle = CpuTicks::take().since(&idle0);
+    let busiest = idle
+        .top_other
+        .as_ref()
+        .map(|(comm, pct)| format!(" (busiest: `{comm}` {pct:.0} %)"))
+        .unwrap_or_default();
+    let quiet = format!(
+        "machine before the load ({:.1} s, authd idle): other processes {:.0} %{busiest}, Postgres {:.0} %, Redis {:.0} %, idle {:.0} % of {cores} cores",
+        plan.idle_probe.as_secs_f64(),
+        idle.other,
+        idle.postgres,
+        idle.redis,
+        idle.idle
+    );
+    progress(&quiet);
+    report.header.push(quiet);
+
+    // Users for the login rows, all with one password hash at the configured parameters.
+    let params = running.config.argon2.params().map_err(anyhow::Error::msg)?;
+    let phc = {
+        let params = params.clone();
+        tokio::task::spawn_blocking(move || argon2_phc(params)).await??
+    };
+    let emails = (0..plan.login_users).map(login_email).collect();
+    seed_users(server, &running.sessions, emails, &phc).await?;
+    let load = Arc::new(Load {
+        addr: running.addr,
+        host: running.addr.to_string(),
+        basic,
+        login_users: plan.login_users,
+        access: Vec::new(),
+        chains: Vec::new(),
+        revoke_pool: Vec::new(),
+        revoke_next: AtomicUsize::new(0),
+        login_next: AtomicUsize::new(0),
+    });
+
+    // Memory under simultaneous logins.
+    progress(&format!("{} simultaneous logins (peak RSS)…", plan.burst_logins));
+    report.burst = Some(login_burst(&load, plan.burst_logins).await?);
+
+    // argon2id at the configured parameters: one hash on one core (after the
+    // burst, so the timing buffers are not in its peak RSS), and on all cores at once.
+    let reps = plan.argon2_reps;
+    let times = tokio::task::spawn_blocking(move || argon2_hash_times(params, reps, cores)).await??;
+    report.argon2_ms = median(&times.warm) * 1e3;
+    report.argon2_cold_ms = median(&times.cold) * 1e3;
+    report.argon2_parallel_rate = times.parallel_rate;
+    progress(&format!(
+        "argon2id one hash: {:.1} ms (median of {reps}, memory reused; {:.1} ms with a fresh allocation) → login limit \
+         {cores} cores ÷ t = {:.1}/s; {cores} threads at once: {:.1} hashes/s",
+        report.argon2_ms,
+        report.argon2_cold_ms,
+        cores as f64 / (report.argon2_ms / 1e3),
+        times.parallel_rate
+    ));
+
+    // Space per stored session, Postgres then Redis.
+    if plan.sessions > 0 {
+        progress(&format!("storing {} sessions through authd's store…", plan.sessions));
+        let (space, bulk) = store_sessions(server, &running.sessions, &pool, plan.sessions, &phc).await?;
+        report.space = Some(space);
+        progress(&format!("caching {} sessions through authd's cache…", plan.sessions));
+        let mut redis = world.redis.clone();
+        report.cache = Some(fill_cache(server, &running.sessions, &mut redis, &world.redis_prefix, bulk).await?);
+        report.rss_after_fill_kib = proc_status_kib("VmRSS");
+    }
+
+    // Sessions and tokens the load rows use.
+    let max_c = plan.concurrency.iter().copied().max().unwrap_or(1);
+    progress("seeding the sessions the load uses…");
+    let sessions = &running.sessions;
+    let access_set = seed_sessions(
+        server,
+        sessions,
+        "access",
+        plan.access_users,
+        plan.sessions_per_access_user,
+        &phc,
+    )
+    .await?;
+    let chains = seed_sessions(server, sessions, "refresh", max_c, 1, &phc).await?;
+    let revoke_pool = if plan.ops.contains(&Op::Revoke) {
+        seed_sessions(server, sessions, "revoke", plan.revoke_pool.div_ceil(10), 10, &phc).await?
+    } else {
+        Vec::new()
+    };
+    let access: Vec<String> = access_set
+        .iter()
+        .map(|s| {
+            sessions
+                .seed_access_token(&s.record)
+                .map_err(|e| anyhow!("signing an access token: {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let load = Arc::new(Load {
+        access,
+        chains: chains.into_iter().map(|s| Mutex::new(s.refresh_token)).collect(),
+        revoke_pool: revoke_pool.into_iter().map(|s| s.refresh_token).collect(),
+        revoke_next: AtomicUsize::new(0),
+        login_next: AtomicUsize::new(0),
+        addr: load.addr,
+        host: load.host.clone(),
+        basic: load.basic.clone(),
+        login_users: load.login_users,
+    });
+    sqlx::query("ANALYZE").execute(&pool).await?;
+    // Warm: one bearer check per access token puts every session in the cache.
+    let warm = http_cell(
+        &load,
+        Op::Me,
+        32.min(load.access.len()),
+        Duration::from_secs(20),
+        Some(load.access.len() as u64),
+    )
+    .await?;
+    if warm.errors > 0 {
+        bail!("warm-up failed: {}", warm.first_error.unwrap_or_default());
+    }
+
+    // The cells.
+    let tokens = Arc::new(load.access.clone());
+    for &op in &plan.ops {
+        for &c in &plan.concurrency {
+            let cell = if op == Op::Verify {
+                // Tokens never verified before, enough for the cell (it stops early, and says so, if they run out).
+                let want = (plan.cell.as_secs_f64() * NEW_TOKENS_PER_SEC * c.min(cores) as f64) as usize;
+                let fresh = mint_pool(&running.sessions, &access_set, want.clamp(1000, MAX_NEW_TOKENS), cores).await?;
+                verify_cell(server, &running.sessions, Arc::new(fresh), true, c, plan.cell).await?
+            } else if op == Op::VerifyCached {
+                verify_cell(server, &running.sessions, tokens.clone(), false, c, plan.cell).await?
+            } else {
+                http_cell(&load, op, c, plan.cell, None).await?
+            };
+            progress(&format!(
+                "{:<22} c={c:<3} {:>9}/s  p50 {:>8}  p99 {:>8}  errors {}{}",
+                op.label(),
+                fmt_rate(cell.rate()),
+                fmt_ns(cell.hist.value_at_quantile(0.5)),
+                fmt_ns(cell.hist.value_at_quantile(0.99)),
+                cell.errors,
+                cell.first_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+            report.cells.push(cell);
+        }
+    }
+    report.rss_end_kib = proc_status_kib("VmRSS");
+    report.hwm_end_kib = proc_status_kib("VmHWM");
+
+    // Signatures: authd's JWT path against raw Ed25519.
+    progress("JWT sign/verify vs raw Ed25519…");
+    let sessions = running.sessions.clone();
+    let owner = access_set
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("no seeded session"))?;
+    let budget = plan.crypto;
+    report.crypto = Some(tokio::task::spawn_blocking(move || crypto_rates(&sessions, &owner, budget)).await??);
+
+    // The machine's own limits.
+    if plan.baselines {
+        baselines(plan, world, &pool, &mut report).await;
+    }
+    pool.close().await;
+    Ok(report)
+}
