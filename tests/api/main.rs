@@ -6,11 +6,13 @@
 
 mod helpers;
 mod servers;
+mod sse;
 
 mod attacks;
 mod bad_input;
 mod binary;
 mod cleanup;
+mod events;
 mod faults;
 mod introspection;
 mod login;
