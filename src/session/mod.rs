@@ -18,6 +18,7 @@ use crate::store::{CacheLookup, DurableStore, SessionCache, SessionRecord};
 pub mod account;
 pub mod audit;
 pub mod cleanup;
+pub mod device;
 pub mod grace;
 pub mod introspect;
 pub mod list;

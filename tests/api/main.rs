@@ -8,6 +8,7 @@ mod attacks;
 mod bad_input;
 mod binary;
 mod cleanup;
+mod devices;
 mod faults;
 mod introspection;
 mod login;
