@@ -207,3 +207,45 @@ async fn entries_carry_browser_os_and_device_type(backend: Backend) {
     assert_eq!(a["device_type"], "desktop");
     assert!(a.get("current").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_page_loads_without_login_under_its_own_csp() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    for (path, kind) in [
+        ("/account", "text/html"),
+        ("/account/account.js", "text/javascript"),
+        ("/account/account.css", "text/css"),
+        ("/account/authd.js", "text/javascript"),
+    ] {
+        let r = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers().clone();
+        assert!(h["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{path}: {csp}"
+        );
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        let body = r.text().await.unwrap();
+        if path == "/account" {
+            // One module script, loaded by URL; nothing inline.
+            assert_eq!(body.matches("<script").count(), 1);
+            assert!(body.contains(r#"<script type="module" src="/account/account.js"></script>"#));
+            assert!(
+                !body.contains("onclick=") && !body.contains("onsubmit="),
+                "no inline handlers"
+            );
+            assert!(!body.contains("style="), "no inline styles");
+        }
+    }
+    // The API keeps its stricter policy.
+    let r = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(
+        r.headers()["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+}
