@@ -291,6 +291,8 @@ test("the account page on two devices: list, this device, rename, sign out the o
   // Rename this device on the desktop; the phone sees the new name.
   const mine = a.page.locator(".device.current");
   await mine.getByRole("button", { name: "Rename this device" }).click();
+  // Rename puts the focus in the name field.
+  assert.equal(await a.page.evaluate(() => document.activeElement?.name), "device_name");
   await mine.getByLabel("New name").fill("Work laptop");
   await mine.getByRole("button", { name: "Save" }).click();
   await a.page.waitForSelector(".device.current .device-name:text('Work laptop')");
@@ -300,7 +302,9 @@ test("the account page on two devices: list, this device, rename, sign out the o
   await b.page.screenshot({ path: path.join(artifacts, "account-phone-360.png"), fullPage: true });
 
   // Sign out the other devices from the desktop: the phone's next request signs it out.
-  await a.page.getByRole("button", { name: "Sign out all other devices" }).click();
+  // By keyboard: the button takes focus and Enter activates it.
+  await a.page.getByRole("button", { name: "Sign out all other devices" }).focus();
+  await a.page.keyboard.press("Enter");
   await a.page.waitForFunction(() => document.querySelectorAll(".device").length === 1);
   const bSession = await b.page.locator(".device.current").getAttribute("data-session-id");
   await b.page.locator(".device.current").getByRole("button", { name: "Rename this device" }).click();
