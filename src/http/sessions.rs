@@ -60,13 +60,14 @@ struct Rename {
 async fn rename(
     State(state): State<AppState>,
     AuthUser(auth): AuthUser,
+    info: ClientInfo,
     IdSegment(id): IdSegment,
     AppJson(req): AppJson<Rename>,
 ) -> Result<Json<SessionView>> {
     let id: SessionId = parse_id(&id, "session")?;
     let session = state
         .sessions
-        .rename_session(auth.user_id, auth.session_id, id, &req.device_name)
+        .rename_session(auth.user_id, auth.session_id, id, &req.device_name, &info.as_user())
         .await?;
     Ok(Json(session))
 }

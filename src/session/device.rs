@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::audit::Meta;
 use super::list::SessionView;
 use super::SessionService;
 use crate::domain::{SessionId, UserId};
@@ -102,11 +103,13 @@ impl SessionService {
         current: SessionId,
         id: SessionId,
         raw_name: &str,
+        meta: &Meta,
     ) -> Result<SessionView> {
         let name = parse_device_name(raw_name)?;
         let now = self.clock.now();
         let renamed = self.store.rename_session(id, user, &name, now).await?;
         let session = renamed.ok_or(Error::NotFound("session"))?;
+        self.audit("session_renamed", Some(user), Some(id), None, meta).await;
         Ok(SessionView::from_record(session, Some(current)))
     }
 }

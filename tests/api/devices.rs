@@ -84,6 +84,31 @@ async fn rename_returns_the_entry_and_survives_refreshes(backend: Backend) {
     let b2: Tokens = r.json::<Value>().await.unwrap().into();
     assert_eq!(entry(&app, &b2, &b.session_id).await["device_name"], "Küchen-iPad 🍳");
     assert_eq!(entry(&app, &b2, &a.session_id).await["device_name"], long.as_str());
+
+    // Each rename is in the user's audit trail.
+    let user_id = app.get_bearer("/v1/me", &a.access).await.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let events: Value = app
+        .http
+        .get(app.url(&format!("/v1/admin/users/{user_id}/events")))
+        .basic_auth(SVC_ID, Some(SVC_SECRET))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let renamed: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "session_renamed")
+        .map(|e| e["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(renamed.len(), 2, "{events}");
+    assert!(renamed.contains(&b.session_id.as_str()) && renamed.contains(&a.session_id.as_str()));
 }
 
 async fn bad_names_are_refused_and_change_nothing(backend: Backend) {
