@@ -19,6 +19,7 @@ use crate::domain::ClientCredentials;
 use crate::error::Error;
 use crate::session::SessionService;
 
+pub mod account;
 pub mod cookie;
 pub mod extract;
 pub mod limits;
@@ -60,7 +61,7 @@ fn security_headers() -> [(HeaderName, HeaderValue); 6] {
 fn cors(origins: &[HeaderValue]) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins.iter().cloned()))
-        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::PATCH])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(ops::router())
         .merge(revocations::router())
+        .merge(account::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), bounded_and_counted))

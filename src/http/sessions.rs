@@ -4,12 +4,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{AuthUser, ClientInfo, IdSegment, ServiceClient};
+use super::extract::{AppJson, AuthUser, ClientInfo, IdSegment, ServiceClient};
 use super::AppState;
 use crate::domain::{RevokeReason, SessionId, UserId};
 use crate::error::{Error, Result};
+use crate::session::list::SessionView;
 
 /// Most audit events one admin request returns.
 const MAX_EVENTS: i64 = 200;
@@ -17,7 +19,7 @@ const MAX_EVENTS: i64 = 200;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/sessions", get(list))
-        .route("/v1/sessions/{id}", delete(revoke_one))
+        .route("/v1/sessions/{id}", delete(revoke_one).patch(rename))
         .route("/v1/sessions/revoke-others", post(revoke_others))
         .route("/v1/logout", post(logout))
         .route(
@@ -48,6 +50,26 @@ async fn revoke_one(
         .revoke_session(id, Some(auth.user_id), RevokeReason::User, &info.as_user())
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct Rename {
+    device_name: String,
+}
+
+async fn rename(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    info: ClientInfo,
+    IdSegment(id): IdSegment,
+    AppJson(req): AppJson<Rename>,
+) -> Result<Json<SessionView>> {
+    let id: SessionId = parse_id(&id, "session")?;
+    let session = state
+        .sessions
+        .rename_session(auth.user_id, auth.session_id, id, &req.device_name, &info.as_user())
+        .await?;
+    Ok(Json(session))
 }
 
 async fn revoke_others(

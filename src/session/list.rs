@@ -3,6 +3,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::device::{DeviceInfo, DeviceType};
 use super::SessionService;
 use crate::domain::{SessionId, UserId};
 use crate::error::Result;
@@ -17,6 +18,11 @@ pub struct SessionView {
     pub device_name: String,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// e.g. "Chrome 131", parsed from the User-Agent.
+    pub browser: Option<String>,
+    /// e.g. "Windows 10".
+    pub os: Option<String>,
+    pub device_type: Option<DeviceType>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -29,12 +35,16 @@ pub struct SessionView {
 }
 
 impl SessionView {
-    fn from_record(s: SessionRecord, current: Option<SessionId>) -> Self {
+    pub(crate) fn from_record(s: SessionRecord, current: Option<SessionId>) -> Self {
+        let device = DeviceInfo::from_user_agent(s.user_agent.as_deref());
         SessionView {
             id: s.id,
             device_name: s.device_name,
             user_agent: s.user_agent,
             ip: s.ip,
+            browser: device.browser,
+            os: device.os,
+            device_type: device.device_type,
             created_at: s.created_at,
             last_used_at: s.last_used_at,
             expires_at: s.expires_at,

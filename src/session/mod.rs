@@ -18,6 +18,7 @@ use crate::store::{CacheLookup, DurableStore, Revocation, Revoked, SessionCache,
 pub mod account;
 pub mod audit;
 pub mod cleanup;
+pub mod device;
 pub mod events;
 pub mod grace;
 pub mod introspect;

@@ -264,6 +264,15 @@ pub trait DurableStore: Send + Sync {
         now: OffsetDateTime,
         limit: i64,
     ) -> StoreResult<Vec<SessionRecord>>;
+    /// Renames one of `owner`'s live sessions in one transaction; returns the
+    /// session as it now stands, or `None` when `owner` has no such live session.
+    async fn rename_session(
+        &self,
+        id: SessionId,
+        owner: UserId,
+        device_name: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<SessionRecord>>;
     /// Deletes up to `batch` sessions that expired or were revoked before
     /// `cutoff`; each one that expired unrevoked gets a `session_expired`
     /// event (at `now`) in the same transaction.

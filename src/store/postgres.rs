@@ -534,6 +534,46 @@ impl DurableStore for PgStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    async fn rename_session(
+        &self,
+        id: SessionId,
+        owner: UserId,
+        device_name: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<SessionRecord>> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let renamed = sqlx::query(
+                "UPDATE sessions SET device_name = $1 \
+                 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $4",
+            )
+            .bind(device_name)
+            .bind(id.0)
+            .bind(owner.0)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if renamed.rows_affected() == 0 {
+                return Ok(None);
+            }
+            sqlx::query(
+                "INSERT INTO session_events (kind, session_id, user_id, at) VALUES ('session_renamed', $1, $2, $3)",
+            )
+            .bind(id.0)
+            .bind(owner.0)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let row: SessionRow = sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1"))
+                .bind(id.0)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(row.into()))
+        })
+        .await
+    }
+
     async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, now: OffsetDateTime, batch: i64) -> StoreResult<u64> {
         let (deleted,): (i64,) = self
             .bounded(
