@@ -14,6 +14,15 @@ use crate::helpers::{Backend, Options, TestApp};
 use crate::servers::{spare_port, PgServer, RedisServer};
 use crate::sse::SseStream;
 
+/// kind, session, reason, actor, until
+type EventRow = (
+    String,
+    uuid::Uuid,
+    Option<String>,
+    Option<String>,
+    Option<time::OffsetDateTime>,
+);
+
 /// Polls until `check` holds or `limit` passes.
 async fn eventually<F: std::future::Future<Output = bool>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) {
     let deadline = Instant::now() + limit;
@@ -68,16 +77,11 @@ async fn every_lifecycle_change_is_one_event_in_its_own_transaction() {
     let b = app.login(&email).await;
     assert_eq!(app.refresh(&b.refresh).await.status(), 200);
     assert_eq!(app.post_bearer("/v1/logout", &a.access).await.status(), 204);
-    let rows: Vec<(
-        String,
-        uuid::Uuid,
-        Option<String>,
-        Option<String>,
-        Option<time::OffsetDateTime>,
-    )> = sqlx::query_as("SELECT kind, session_id, reason, actor, until FROM session_events ORDER BY seq")
-        .fetch_all(&mut pg(&app).await)
-        .await
-        .unwrap();
+    let rows: Vec<EventRow> =
+        sqlx::query_as("SELECT kind, session_id, reason, actor, until FROM session_events ORDER BY seq")
+            .fetch_all(&mut pg(&app).await)
+            .await
+            .unwrap();
     let kinds: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     // Two logins and one logout; the refresh is not an event.
     assert_eq!(kinds, ["session_created", "session_created", "session_revoked"]);
