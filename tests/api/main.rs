@@ -15,6 +15,7 @@ mod cleanup;
 mod devices;
 mod events;
 mod faults;
+mod feed;
 mod introspection;
 mod login;
 mod openapi;
