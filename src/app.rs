@@ -14,10 +14,11 @@ use crate::auth::keys::{self, KeySet};
 use crate::auth::password::PasswordHasher;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServeConfig, StoreConfig};
-use crate::http::limits::GlobalLimit;
+use crate::http::limits::FloodLimit;
 use crate::http::{self, AppState};
-use crate::session::throttle::ThrottlePolicy;
+use crate::session::throttle::{Lockouts, ThrottlePolicy};
 use crate::session::{Policy, SessionService};
+use crate::store::counters::{CounterStore, FallbackCounters};
 use crate::store::guarded::GuardedCache;
 use crate::store::memory::MemoryCache;
 use crate::store::postgres::PgStore;
@@ -54,9 +55,25 @@ pub async fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn DurableS
 }
 
 pub async fn open_cache(config: &StoreConfig) -> anyhow::Result<Arc<dyn SessionCache>> {
+    Ok(open_cache_and_counters(config).await?.0)
+}
+
+/// The session cache and the lockout counters: one Redis connection serves
+/// both, but each has its own failure behaviour (the counters fall back to
+/// this process, never to the cache's circuit breaker).
+pub async fn open_cache_and_counters(
+    config: &StoreConfig,
+) -> anyhow::Result<(Arc<dyn SessionCache>, Arc<dyn CounterStore>)> {
     Ok(match &config.redis_url {
-        Some(url) => Arc::new(RedisCache::connect(url, &config.redis_prefix, config.redis_timeout).await?),
-        None => Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES)),
+        Some(url) => {
+            let redis = Arc::new(RedisCache::connect(url, &config.redis_prefix, config.redis_timeout).await?);
+            let counters = FallbackCounters::new(Some(redis.clone()), MEMORY_CACHE_ENTRIES);
+            (redis, Arc::new(counters))
+        }
+        None => (
+            Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES)),
+            Arc::new(FallbackCounters::new(None, MEMORY_CACHE_ENTRIES)),
+        ),
     })
 }
 
@@ -78,7 +95,8 @@ impl Application {
             store.migrate().await?;
         }
         let marker_ttl = config.session_max_ttl.max(Duration::from_secs(3600));
-        let guarded = GuardedCache::new(open_cache(&config.store).await?, store.clone(), marker_ttl);
+        let (cache, counters) = open_cache_and_counters(&config.store).await?;
+        let guarded = GuardedCache::new(cache, store.clone(), marker_ttl);
         guarded.settle(Duration::from_secs(1)).await;
         let cache: Arc<dyn SessionCache> = Arc::new(guarded);
 
@@ -138,15 +156,31 @@ impl Application {
             window: config.limits.lockout,
         };
         let sessions = Arc::new(SessionService::new(
-            store, cache, tokens, hasher, clock, policy, throttle,
+            store,
+            cache,
+            tokens,
+            hasher,
+            clock,
+            policy,
+            Lockouts {
+                policy: throttle,
+                counters,
+            },
         ));
         let state = AppState {
             sessions,
             clients: Arc::new(config.clients.clone()),
             metrics: metrics_handle(),
             request_timeout: config.request_timeout,
-            token_limit: Arc::new(GlobalLimit::per_second(config.limits.token_rate)),
-            register_limit: Arc::new(GlobalLimit::per_second(config.limits.register_rate)),
+            token_limit: Arc::new(FloodLimit::new(
+                config.limits.token_rate_per_ip,
+                config.limits.token_rate,
+            )),
+            register_limit: Arc::new(FloodLimit::new(
+                config.limits.register_rate_per_ip,
+                config.limits.register_rate,
+            )),
+            trusted_proxies: Arc::new(config.edge.trusted_proxies.clone()),
             refresh_cookie_max_age: config.session_idle_ttl,
             cors_origins: config
                 .cors_origins

@@ -36,8 +36,10 @@ pub struct AppState {
     pub clients: Arc<ClientCredentials>,
     pub metrics: PrometheusHandle,
     pub request_timeout: Duration,
-    pub token_limit: Arc<limits::GlobalLimit>,
-    pub register_limit: Arc<limits::GlobalLimit>,
+    pub token_limit: Arc<limits::FloodLimit>,
+    pub register_limit: Arc<limits::FloodLimit>,
+    /// Proxies whose forwarding headers name the client (`AUTHD_TRUSTED_PROXIES`).
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// Browser origins allowed by CORS (none: no CORS headers at all).
     pub cors_origins: Vec<HeaderValue>,
     /// Lifetime of the refresh cookie in cookie mode (the idle timeout).

@@ -70,7 +70,7 @@ async fn token(
     headers: HeaderMap,
     OAuthBody(req): OAuthBody<TokenRequest>,
 ) -> Result<Response> {
-    state.token_limit.check()?;
+    state.token_limit.check(info.ip_addr())?;
     let use_cookie = cookie::requested(&headers)?;
     let grant_type = required(req.grant_type, "grant_type")?;
     let answer = match grant_type.as_str() {

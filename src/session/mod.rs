@@ -13,6 +13,7 @@ use crate::auth::password::PasswordHasher;
 use crate::clock::Clock;
 use crate::domain::{SessionId, UserId};
 use crate::error::{Error, Result};
+use crate::store::counters::CounterStore;
 use crate::store::{CacheLookup, DurableStore, SessionCache, SessionRecord};
 
 pub mod account;
@@ -65,7 +66,7 @@ pub struct SessionService {
     pub(crate) policy: Policy,
     pub(crate) rng: SystemRandom,
     pub(crate) throttle: throttle::ThrottlePolicy,
-    pub(crate) counters: throttle::Counters,
+    pub(crate) counters: Arc<dyn CounterStore>,
     pub(crate) users: moka::future::Cache<UserId, account::UserView>,
 }
 
@@ -84,8 +85,12 @@ impl SessionService {
         hasher: PasswordHasher,
         clock: Arc<dyn Clock>,
         policy: Policy,
-        throttle: throttle::ThrottlePolicy,
+        lockouts: throttle::Lockouts,
     ) -> Self {
+        let throttle::Lockouts {
+            policy: throttle,
+            counters,
+        } = lockouts;
         SessionService {
             store,
             cache,
@@ -95,7 +100,7 @@ impl SessionService {
             policy,
             rng: SystemRandom::new(),
             throttle,
-            counters: throttle::Counters::default(),
+            counters,
             users: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(300))

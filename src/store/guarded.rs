@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{CacheLookup, Counter, DurableStore, SessionCache, StoreError, StoreResult};
+use super::{CacheLookup, DurableStore, SessionCache, StoreError, StoreResult};
 use crate::domain::{SessionId, UserId};
 
 /// How often an untrusted cache is probed.
@@ -178,30 +178,6 @@ impl SessionCache for GuardedCache {
             return self.open_circuit();
         }
         let result = self.0.inner.mark_revoked(ids, ttl).await;
-        self.check(result)
-    }
-
-    async fn hit(&self, key: &str, window: Duration) -> StoreResult<Counter> {
-        if !self.is_trusted() {
-            return self.open_circuit();
-        }
-        let result = self.0.inner.hit(key, window).await;
-        self.check(result)
-    }
-
-    async fn peek(&self, key: &str) -> StoreResult<Counter> {
-        if !self.is_trusted() {
-            return self.open_circuit();
-        }
-        let result = self.0.inner.peek(key).await;
-        self.check(result)
-    }
-
-    async fn clear(&self, key: &str) -> StoreResult<()> {
-        if !self.is_trusted() {
-            return self.open_circuit();
-        }
-        let result = self.0.inner.clear(key).await;
         self.check(result)
     }
 }

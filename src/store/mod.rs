@@ -1,6 +1,7 @@
 //! Storage behind two narrow interfaces, chosen at startup:
 //! - [`DurableStore`]: the source of truth (Postgres, or SQLite embedded);
-//! - [`SessionCache`]: a rebuildable cache of session liveness (Redis, or in-process).
+//! - [`SessionCache`]: a rebuildable cache of session liveness (Redis, or in-process);
+//! - [`counters::CounterStore`]: lockout counters (Redis, or in-process).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use time::OffsetDateTime;
 
 use crate::domain::{SessionId, TokenHash, UserId};
 
+pub mod counters;
 pub mod guarded;
 pub mod memory;
 pub mod postgres;
@@ -168,6 +170,10 @@ pub trait DurableStore: Send + Sync {
     /// Deletes up to `batch` sessions that expired or were revoked before `cutoff`.
     async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64>;
 
+    /// Whether `user` has a session from `ip` used (logged in or refreshed)
+    /// at or after `since`: the durable proof that the IP is the owner's.
+    async fn ip_used_since(&self, user: UserId, ip: &str, since: OffsetDateTime) -> StoreResult<bool>;
+
     /// Appends to the audit trail.
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     /// A user's audit events, newest first.
@@ -208,18 +214,4 @@ pub trait SessionCache: Send + Sync {
     async fn put_live(&self, id: SessionId, user_id: UserId, expires_at: i64, ttl: Duration) -> StoreResult<()>;
     /// Records revocations for `ttl` (at least as long as the sessions could have lived).
     async fn mark_revoked(&self, ids: &[SessionId], ttl: Duration) -> StoreResult<()>;
-
-    /// Counts one event under `key` in a fixed window that starts with the
-    /// key's first event; returns the count and the time left in the window.
-    async fn hit(&self, key: &str, window: Duration) -> StoreResult<Counter>;
-    /// The count under `key` without adding to it.
-    async fn peek(&self, key: &str) -> StoreResult<Counter>;
-    async fn clear(&self, key: &str) -> StoreResult<()>;
-}
-
-/// A windowed event count (rate limits, failed logins).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counter {
-    pub count: u64,
-    pub remaining: Duration,
 }

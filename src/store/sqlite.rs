@@ -508,6 +508,21 @@ impl DurableStore for SqliteStore {
         Ok(result.rows_affected())
     }
 
+    async fn ip_used_since(&self, user: UserId, ip: &str, since: OffsetDateTime) -> StoreResult<bool> {
+        let (known,): (bool,) = self
+            .bounded(
+                sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM sessions WHERE user_id = ?1 AND ip = ?2 AND last_used_at >= ?3)",
+                )
+                .bind(user.0)
+                .bind(ip)
+                .bind(micros(since))
+                .fetch_one(&self.pool),
+            )
+            .await?;
+        Ok(known)
+    }
+
     async fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
         self.bounded(
             sqlx::query(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use authd::app::Application;
 use authd::auth::keys::{self, KeyAlg};
 use authd::clock::ShiftedClock;
-use authd::config::{Argon2Config, KeysConfig, LimitsConfig, SecretUrl, ServeConfig, StoreConfig};
+use authd::config::{Argon2Config, EdgeConfig, KeysConfig, LimitsConfig, SecretUrl, ServeConfig, StoreConfig};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -70,6 +70,7 @@ pub struct Options {
     pub keys_dir: Option<PathBuf>,
     pub db_timeout: Duration,
     pub limits: LimitsConfig,
+    pub edge: EdgeConfig,
 }
 
 impl Default for Options {
@@ -92,7 +93,10 @@ impl Default for Options {
                 lockout: Duration::from_secs(900),
                 token_rate: 0,
                 register_rate: 0,
+                token_rate_per_ip: 0,
+                register_rate_per_ip: 0,
             },
+            edge: EdgeConfig::default(),
         }
     }
 }
@@ -188,6 +192,7 @@ impl TestApp {
             },
             hash_queue: options.hash_queue,
             limits: options.limits.clone(),
+            edge: options.edge.clone(),
             cors_origins: vec!["https://app.example.org".into()],
             migrate_on_start: true,
             cleanup_interval: Duration::ZERO,

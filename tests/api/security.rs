@@ -1,0 +1,378 @@
+//! Security round 2: limits that hold under concurrency and behind proxies,
+//! slow clients, cookies, bounded growth. Each test fails without its fix.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{Backend, Options, TestApp, PASSWORD};
+
+/// Sends `count` wrong-password logins at once (`account(i)` names the
+/// account of the i-th); returns how many were answered `invalid_grant`
+/// (checked) and how many 429 (refused before checking).
+async fn concurrent_wrong_logins(app: &TestApp, count: usize, account: impl Fn(usize) -> String) -> (usize, usize) {
+    let requests = (0..count).map(|i| {
+        let form = [
+            ("grant_type", "password".to_string()),
+            ("username", account(i)),
+            ("password", "wrong password!".to_string()),
+        ];
+        let (http, url) = (app.http.clone(), app.url("/oauth/token"));
+        tokio::spawn(async move { http.post(url).form(&form).send().await.unwrap() })
+    });
+    let responses = futures::future::join_all(requests).await;
+    let (mut checked, mut refused) = (0, 0);
+    for r in responses {
+        let r = r.unwrap();
+        match r.status().as_u16() {
+            400 => {
+                assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+                checked += 1;
+            }
+            429 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    (checked, refused)
+}
+
+async fn concurrent_wrong_passwords_never_pass_the_lockout_limits(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.register("ann@example.org").await;
+    // 40 at once for one account from one IP: the pair limit is 5.
+    let (checked, refused) = concurrent_wrong_logins(&app, 40, |_| "ann@example.org".into()).await;
+    assert!(
+        checked <= 5,
+        "{checked} of 40 concurrent guesses were checked (limit 5)"
+    );
+    assert_eq!(checked + refused, 40);
+    assert_eq!(checked, 5, "the limit admits exactly its 5 attempts");
+
+    // 80 at once over 80 unknown accounts: the per-IP limit is 50 (5 used above).
+    let (checked, _) = concurrent_wrong_logins(&app, 80, |i| format!("nobody{i}@example.org")).await;
+    assert!(
+        checked <= 45,
+        "{checked} of 80 concurrent guesses passed the per-IP limit of 50 (5 used)"
+    );
+}
+
+async fn concurrent_guesses_on_one_account_from_many_ips_stop_at_the_account_limit(backend: Backend) {
+    // Per-account limit 20 across IPs; the pair and IP limits are out of reach.
+    let mut options = Options::default();
+    options.limits.failures_per_account_ip = 1000;
+    options.limits.failures_per_ip = 1000;
+    options.limits.failures_per_account = 20;
+    let app = TestApp::spawn_with(backend, options).await;
+    app.register("ann@example.org").await;
+    let (checked, _) = concurrent_wrong_logins(&app, 60, |_| "ann@example.org".into()).await;
+    assert_eq!(checked, 20, "per-account limit of 20 under 60 concurrent guesses");
+}
+
+async fn lockouts_end_when_the_clock_moves_on(backend: Backend) {
+    let mut options = Options::default();
+    options.limits.failures_per_account_ip = 2;
+    options.limits.lockout = Duration::from_secs(900);
+    let app = TestApp::spawn_with(backend, options).await;
+    app.register("ann@example.org").await;
+    let (checked, refused) = concurrent_wrong_logins(&app, 4, |_| "ann@example.org".into()).await;
+    assert_eq!((checked, refused), (2, 2));
+    let r = app
+        .token(&[
+            ("grant_type", "password"),
+            ("username", "ann@example.org"),
+            ("password", PASSWORD),
+        ])
+        .await;
+    assert_eq!(r.status(), 429, "locked, even with the right password");
+    // No sleeping: the window is measured on the service clock.
+    app.clock.advance(Duration::from_secs(901));
+    app.login("ann@example.org").await;
+    // A success gives its slots back and starts the pair afresh.
+    let (checked, _) = concurrent_wrong_logins(&app, 3, |_| "ann@example.org".into()).await;
+    assert_eq!(checked, 2);
+}
+
+crate::both_backends!(
+    concurrent_wrong_passwords_never_pass_the_lockout_limits,
+    concurrent_guesses_on_one_account_from_many_ips_stop_at_the_account_limit,
+    lockouts_end_when_the_clock_moves_on,
+);
+
+fn behind_proxy(options: &mut Options) {
+    options.edge.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+}
+
+async fn login_from(app: &TestApp, xff: &str, email: &str, password: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/oauth/token"))
+        .header("x-forwarded-for", xff)
+        .form(&[("grant_type", "password"), ("username", email), ("password", password)])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn audit_ips(app: &TestApp, user_id: &str) -> Vec<String> {
+    let events: Value = app
+        .http
+        .get(app.url(&format!("/v1/admin/users/{user_id}/events")))
+        .basic_auth(crate::helpers::SVC_ID, Some(crate::helpers::SVC_SECRET))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["ip"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+async fn session_ips(app: &TestApp, access: &str) -> Vec<String> {
+    let list: Value = app.get_bearer("/v1/sessions", access).await.json().await.unwrap();
+    list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["ip"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Behind a trusted proxy, the client is the rightmost forwarded address the
+/// proxy did not add itself: the lockouts, the device list and the audit
+/// trail all see it, and a client cannot pick it by forging the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_client_ip_is_used_everywhere() {
+    let mut options = Options::default();
+    behind_proxy(&mut options);
+    options.limits.failures_per_account_ip = 3;
+    let app = TestApp::spawn_with(Backend::Postgres, options).await;
+    let user = app.register("ann@example.org").await;
+    let user_id = user["id"].as_str().unwrap();
+
+    // The attacker, 198.51.100.7, forges a left part; the proxy appended the real peer.
+    let forged = "10.9.9.9, 198.51.100.7";
+    for _ in 0..3 {
+        assert_eq!(
+            login_from(&app, forged, "ann@example.org", "wrong password!")
+                .await
+                .status(),
+            400
+        );
+    }
+    assert_eq!(
+        login_from(&app, forged, "ann@example.org", PASSWORD).await.status(),
+        429
+    );
+    assert_eq!(
+        login_from(&app, "1.2.3.4, 198.51.100.7", "ann@example.org", PASSWORD)
+            .await
+            .status(),
+        429,
+        "changing the forged part does not escape the lockout"
+    );
+    // The owner, elsewhere, is not locked out by the attacker's failures.
+    let r = login_from(&app, "203.0.113.5", "ann@example.org", PASSWORD).await;
+    assert_eq!(r.status(), 200);
+    let access = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(session_ips(&app, &access).await, vec!["203.0.113.5"]);
+    let ips = audit_ips(&app, user_id).await;
+    assert!(ips.iter().any(|ip| ip == "198.51.100.7"), "{ips:?}");
+    assert!(ips.iter().any(|ip| ip == "203.0.113.5"), "{ips:?}");
+    assert!(!ips.iter().any(|ip| ip == "10.9.9.9"), "{ips:?}");
+    // Only the registration came without a forwarding header: from the proxy itself.
+    assert_eq!(ips.iter().filter(|ip| *ip == "127.0.0.1").count(), 1, "{ips:?}");
+}
+
+/// From a peer that is not a trusted proxy, forwarding headers are ignored:
+/// forging one neither changes the recorded IP nor escapes a lockout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
+    let mut options = Options::default();
+    options.limits.failures_per_account_ip = 3;
+    let app = TestApp::spawn_with(Backend::Embedded, options).await;
+    app.register("ann@example.org").await;
+    for i in 0..3 {
+        let xff = format!("198.51.100.{i}");
+        assert_eq!(
+            login_from(&app, &xff, "ann@example.org", "wrong password!")
+                .await
+                .status(),
+            400
+        );
+    }
+    let r = app
+        .http
+        .post(app.url("/oauth/token"))
+        .header("forwarded", "for=203.0.113.5")
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "ann@example.org"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "forged headers escaped the lockout");
+    app.clock.advance(Duration::from_secs(901));
+    let r = login_from(&app, "203.0.113.5", "ann@example.org", PASSWORD).await;
+    let access = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(session_ips(&app, &access).await, vec!["127.0.0.1"]);
+}
+
+/// Flood limits are per client IP: one client hammering /oauth/token gets
+/// 429 while another client's requests go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_flooding_client_does_not_block_the_others() {
+    let mut options = Options::default();
+    behind_proxy(&mut options);
+    options.limits.token_rate_per_ip = 5;
+    options.limits.token_rate = 1000;
+    let app = TestApp::spawn_with(Backend::Embedded, options).await;
+    app.register("ann@example.org").await;
+    let flood = |ip: &'static str| {
+        let (http, url) = (app.http.clone(), app.url("/oauth/token"));
+        async move {
+            http.post(url)
+                .header("x-forwarded-for", ip)
+                .form(&[("grant_type", "nonsense")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let statuses = futures::future::join_all((0..40).map(|_| flood("198.51.100.7"))).await;
+    assert!(statuses.iter().filter(|s| **s == 429).count() >= 30, "{statuses:?}");
+    let r = login_from(&app, "203.0.113.5", "ann@example.org", PASSWORD).await;
+    assert_eq!(r.status(), 200, "another client is not limited by the flood");
+    // An IPv6 client owns its /64: other addresses in it share its bucket.
+    let statuses = futures::future::join_all((0..20).map(|_| flood("2001:db8:1:2::1"))).await;
+    assert!(statuses.contains(&429));
+    assert_eq!(flood("2001:db8:1:2::ffff").await, 429, "same /64");
+    assert_ne!(flood("2001:db8:1:3::1").await, 429, "another /64");
+}
+
+/// Deletes every Redis key of this app (a flush, for this test's prefix only).
+async fn flush_redis(app: &TestApp) {
+    let client = redis::Client::open(crate::helpers::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", app.redis_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.unwrap();
+    }
+}
+
+/// The owner's IP stays exempt from the per-account lockout as long as the
+/// owner keeps using it (a refresh renews it, a login too), also after Redis
+/// lost everything: strangers cannot lock a 90-day session's owner out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_s_ip_stays_exempt_while_used_and_after_a_redis_flush() {
+    let mut options = Options::default();
+    behind_proxy(&mut options);
+    options.limits.failures_per_account = 3;
+    let app = TestApp::spawn_with(Backend::Postgres, options).await;
+    app.register("ann@example.org").await;
+    let home = "203.0.113.5";
+    let r = login_from(&app, home, "ann@example.org", PASSWORD).await;
+    let tokens: crate::helpers::Tokens = r.json::<Value>().await.unwrap().into();
+    // 29 days on the session is refreshed from home; 2 more days later the
+    // first login is 31 days old, the last use 2.
+    app.clock.advance(Duration::from_secs(29 * 86400));
+    let r = app
+        .http
+        .post(app.url("/oauth/token"))
+        .header("x-forwarded-for", home)
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", tokens.refresh.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.clock.advance(Duration::from_secs(2 * 86400));
+    for round in 0..2 {
+        // Strangers on many IPs lock the account...
+        for i in 0..3 {
+            let ip = format!("198.51.100.{}", 10 * round + i);
+            assert_eq!(login_from(&app, &ip, "ann@example.org", "wrong password!").await.status(), 400);
+        }
+        assert_eq!(login_from(&app, "198.51.100.99", "ann@example.org", PASSWORD).await.status(), 429);
+        // ...but not for the owner at home.
+        assert_eq!(
+            login_from(&app, home, "ann@example.org", PASSWORD).await.status(),
+            200,
+            "round {round}: the owner is locked out"
+        );
+        // Redis loses everything; the exemption comes from the durable sessions.
+        flush_redis(&app).await;
+    }
+}
+
+/// A stolen access token does not buy unlimited password guesses: wrong
+/// `current_password`s are counted (atomically, before verifying) and audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_current_passwords_are_throttled_and_audited() {
+    let mut options = Options::default();
+    options.limits.lockout = Duration::from_secs(60);
+    let app = TestApp::spawn_with(Backend::Postgres, options).await;
+    let (_, tokens) = app.user_with_session().await;
+    let guesses = (0..30).map(|i| {
+        let (http, url, access) = (app.http.clone(), app.url("/v1/me/password"), tokens.access.clone());
+        async move {
+            http.post(url)
+                .bearer_auth(access)
+                .json(&serde_json::json!({"current_password": format!("guess number {i}"), "new_password": "a new long passphrase 1"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == 403).count();
+    assert_eq!(checked, 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 25, "{statuses:?}");
+    let me: Value = app.get_bearer("/v1/me", &tokens.access).await.json().await.unwrap();
+    let ips_and_kinds: Value = app
+        .http
+        .get(app.url(&format!("/v1/admin/users/{}/events", me["id"].as_str().unwrap())))
+        .basic_auth(crate::helpers::SVC_ID, Some(crate::helpers::SVC_SECRET))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failed = ips_and_kinds["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "password_change_failed")
+        .count();
+    assert_eq!(failed, 5);
+    // The right password still works once the window has passed.
+    app.clock.advance(Duration::from_secs(61));
+    let r = app
+        .http
+        .post(app.url("/v1/me/password"))
+        .bearer_auth(&tokens.access)
+        .json(&serde_json::json!({"current_password": PASSWORD, "new_password": "a new long passphrase 1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}
