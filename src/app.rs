@@ -15,6 +15,7 @@ use crate::auth::password::PasswordHasher;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServeConfig, StoreConfig};
 use crate::http::limits::FloodLimit;
+use crate::http::serve::ConnectionLimits;
 use crate::http::{self, AppState};
 use crate::session::throttle::{Lockouts, ThrottlePolicy};
 use crate::session::{Policy, SessionService};
@@ -82,6 +83,7 @@ pub struct Application {
     state: AppState,
     cleanup_interval: Duration,
     cleanup_retention: Duration,
+    connection_limits: ConnectionLimits,
 }
 
 impl Application {
@@ -197,6 +199,11 @@ impl Application {
             state,
             cleanup_interval: config.cleanup_interval,
             cleanup_retention: config.cleanup_retention,
+            connection_limits: ConnectionLimits {
+                header_read_timeout: config.edge.header_read_timeout,
+                idle_timeout: config.edge.idle_timeout,
+                max_connections: config.edge.max_connections,
+            },
         })
     }
 
@@ -232,16 +239,16 @@ impl Application {
         let cleanup = self.spawn_cleanup();
         let addr = self.local_addr()?;
         tracing::info!(%addr, "authd listening");
-        let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::router(self.state);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        let server = http::serve::serve(self.listener, app, self.connection_limits, async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, finishing requests in flight");
             let _ = stopping_tx.send(());
         });
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(server);
         let outcome = tokio::select! {
-            result = server => result.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)),
+            result = server => result.map_err(anyhow::Error::from),
             () = async {
                 let _ = stopping_rx.await;
                 tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -24,6 +24,7 @@ pub mod extract;
 pub mod limits;
 pub mod oauth;
 pub mod ops;
+pub mod serve;
 pub mod sessions;
 pub mod users;
 

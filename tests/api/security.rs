@@ -297,7 +297,10 @@ async fn the_owner_s_ip_stays_exempt_while_used_and_after_a_redis_flush() {
         .http
         .post(app.url("/oauth/token"))
         .header("x-forwarded-for", home)
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", tokens.refresh.as_str())])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens.refresh.as_str()),
+        ])
         .send()
         .await
         .unwrap();
@@ -307,9 +310,19 @@ async fn the_owner_s_ip_stays_exempt_while_used_and_after_a_redis_flush() {
         // Strangers on many IPs lock the account...
         for i in 0..3 {
             let ip = format!("198.51.100.{}", 10 * round + i);
-            assert_eq!(login_from(&app, &ip, "ann@example.org", "wrong password!").await.status(), 400);
+            assert_eq!(
+                login_from(&app, &ip, "ann@example.org", "wrong password!")
+                    .await
+                    .status(),
+                400
+            );
         }
-        assert_eq!(login_from(&app, "198.51.100.99", "ann@example.org", PASSWORD).await.status(), 429);
+        assert_eq!(
+            login_from(&app, "198.51.100.99", "ann@example.org", PASSWORD)
+                .await
+                .status(),
+            429
+        );
         // ...but not for the owner at home.
         assert_eq!(
             login_from(&app, home, "ann@example.org", PASSWORD).await.status(),
@@ -375,4 +388,107 @@ async fn wrong_current_passwords_are_throttled_and_audited() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
+}
+
+fn slow_client_limits(options: &mut Options) {
+    options.edge.header_read_timeout = Duration::from_secs(2);
+    options.edge.idle_timeout = Duration::from_secs(2);
+    options.edge.max_connections = 3;
+}
+
+fn addr(app: &TestApp) -> String {
+    app.base.trim_start_matches("http://").to_string()
+}
+
+/// Reads until the server closes the connection (or `limit` passes);
+/// returns what was read and whether it closed.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+/// Slowloris: a head trickled a byte at a time is cut off at the header-read
+/// timeout, never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_request_head_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let mut options = Options::default();
+    slow_client_limits(&mut options);
+    options.edge.idle_timeout = Duration::from_secs(60);
+    let app = TestApp::spawn_with(Backend::Embedded, options).await;
+    let mut stream = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
+    let started = tokio::time::Instant::now();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut closed_after = None;
+    // One header byte every 200 ms for up to 8 s: the head never completes in 2 s.
+    for byte in b"X-Slow: ".iter().chain([b'a'; 40].iter()) {
+        if stream.write_all(&[*byte]).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let (_, closed) = read_until_closed(&mut stream, Duration::from_millis(200)).await;
+        if closed {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("the trickling client was never cut off");
+    assert!(closed_after < Duration::from_secs(4), "cut off after {closed_after:?}");
+    assert!(
+        closed_after >= Duration::from_millis(1500),
+        "cut off too early: {closed_after:?}"
+    );
+}
+
+/// An idle keep-alive connection is closed after the idle timeout, and at most
+/// `AUTHD_MAX_CONNECTIONS` are open at once: the next client waits until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_and_open_connections_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let mut options = Options::default();
+    slow_client_limits(&mut options);
+    options.edge.header_read_timeout = Duration::from_secs(10);
+    let app = TestApp::spawn_with(Backend::Embedded, options).await;
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // Served, then kept alive while idle, then closed by the server.
+    let mut idle = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
+    idle.write_all(request).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let (answer, closed) = read_until_closed(&mut idle, Duration::from_secs(6)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed, "an idle connection stayed open for 6 s");
+    let idle_for = started.elapsed();
+    assert!(
+        idle_for >= Duration::from_millis(1500) && idle_for < Duration::from_secs(4),
+        "closed after {idle_for:?}"
+    );
+
+    // Three connections fill the slots; a fourth is not served while they stay.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap(); // an unfinished head
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
+    fourth.write_all(request).await.unwrap();
+    let (answer, _) = read_until_closed(&mut fourth, Duration::from_millis(700)).await;
+    assert!(answer.is_empty(), "a fourth connection was served: {answer}");
+    drop(held.pop());
+    let (answer, _) = read_until_closed(&mut fourth, Duration::from_secs(3)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the waiting client was not served: {answer:?}"
+    );
 }
