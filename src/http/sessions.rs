@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -62,12 +63,24 @@ async fn revoke_others(
     Ok(Json(json!({ "revoked": revoked })))
 }
 
-async fn logout(State(state): State<AppState>, AuthUser(auth): AuthUser, info: ClientInfo) -> Result<StatusCode> {
+async fn logout(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    info: ClientInfo,
+    headers: axum::http::HeaderMap,
+) -> Result<Response> {
+    let use_cookie = super::cookie::requested(&headers)?;
     state
         .sessions
         .revoke_session(auth.session_id, Some(auth.user_id), "logout", &info.as_user())
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let response = StatusCode::NO_CONTENT.into_response();
+    // The session is over: a browser in cookie mode drops its refresh cookie too.
+    Ok(if use_cookie {
+        super::cookie::cleared(response)
+    } else {
+        response
+    })
 }
 
 async fn admin_list(

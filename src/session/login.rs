@@ -100,6 +100,7 @@ impl SessionService {
             expires_in,
             refresh_token: refresh.into_string(),
             session_id: session.id,
+            session_ends_at: Some(session.expires_at),
             scope: session.scope,
         })
     }

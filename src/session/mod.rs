@@ -47,6 +47,10 @@ pub struct TokenResponse {
     pub session_id: SessionId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// When the session ends unless refreshed again (never past its absolute
+    /// end): the refresh cookie lives no longer. Not part of the answer body.
+    #[serde(skip)]
+    pub session_ends_at: Option<OffsetDateTime>,
 }
 
 /// A verified bearer token whose session is live.

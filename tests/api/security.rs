@@ -492,3 +492,121 @@ async fn idle_connections_close_and_open_connections_are_bounded() {
         "the waiting client was not served: {answer:?}"
     );
 }
+
+async fn cookie_login(app: &TestApp) -> (String, String, String) {
+    let r = app
+        .http
+        .post(app.url("/oauth/token"))
+        .header("x-authd-cookie", "1")
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "ann@example.org"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let access = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (set_cookie, cookie, access)
+}
+
+async fn cookie_refresh(app: &TestApp, cookie: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/oauth/token"))
+        .header("cookie", cookie)
+        .header("x-authd-cookie", "1")
+        .form(&[("grant_type", "refresh_token")])
+        .send()
+        .await
+        .unwrap()
+}
+
+fn clears_the_cookie(r: &reqwest::Response) -> bool {
+    r.headers().get_all("set-cookie").iter().any(|v| {
+        v.to_str().unwrap().starts_with("__Secure-authd_refresh=;") && v.to_str().unwrap().contains("Max-Age=0")
+    })
+}
+
+/// Cookie mode: a prefixed name, a planted sibling cookie never wins, the
+/// cookie is cleared on logout and on a failed refresh, and it never
+/// outlives the session's absolute end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresh_cookie_is_prefixed_unplantable_cleared_and_capped() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    app.register("ann@example.org").await;
+    let (set_cookie, cookie, _) = cookie_login(&app).await;
+    assert!(set_cookie.starts_with("__Secure-authd_refresh="), "{set_cookie}");
+
+    // A sibling subdomain plants its own session's cookie: with two, neither wins.
+    let (_, attacker_cookie, _) = cookie_login(&app).await;
+    let both = format!("{attacker_cookie}; {cookie}");
+    let r = cookie_refresh(&app, &both).await;
+    assert_eq!(r.status(), 400, "two refresh cookies must not be accepted");
+    assert!(clears_the_cookie(&r));
+    let r = app
+        .http
+        .post(app.url("/oauth/revoke"))
+        .header("cookie", &both)
+        .header("x-authd-cookie", "1")
+        .form(&[("x", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = cookie_refresh(&app, &cookie).await;
+    assert_eq!(r.status(), 200, "the victim's own cookie still works alone");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // A failed refresh takes the dead cookie away.
+    let r = cookie_refresh(&app, "__Secure-authd_refresh=not-a-real-token").await;
+    assert_eq!(r.status(), 400);
+    assert!(clears_the_cookie(&r), "a failed refresh must clear the cookie");
+
+    // Logout in cookie mode clears it too.
+    let r = cookie_refresh(&app, &cookie).await;
+    let access = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .http
+        .post(app.url("/v1/logout"))
+        .bearer_auth(&access)
+        .header("x-authd-cookie", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(clears_the_cookie(&r), "logout must clear the cookie");
+
+    // Max-Age: 30-day idle, 90-day absolute. 80 days in, a refresh may only
+    // keep the cookie for the 10 days the session has left.
+    let (_, cookie, _) = cookie_login(&app).await;
+    let mut cookie = cookie;
+    for _ in 0..4 {
+        app.clock.advance(Duration::from_secs(20 * 86400));
+        let r = cookie_refresh(&app, &cookie).await;
+        assert_eq!(r.status(), 200);
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        cookie = set.split(';').next().unwrap().to_string();
+        let max_age: u64 = set.split("Max-Age=").nth(1).unwrap().trim().parse().unwrap();
+        assert!(max_age <= 30 * 86400, "{set}");
+        if max_age < 30 * 86400 - 60 {
+            assert!(max_age <= 10 * 86400 + 60, "not capped at the absolute end: {set}");
+            return;
+        }
+    }
+    panic!("the cookie's Max-Age never shrank towards the absolute end");
+}
