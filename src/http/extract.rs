@@ -270,8 +270,12 @@ where
         let decoded = STANDARD.decode(encoded.trim()).map_err(|_| Error::InvalidClient)?;
         let decoded = String::from_utf8(decoded).map_err(|_| Error::InvalidClient)?;
         let (id, secret) = decoded.split_once(':').ok_or(Error::InvalidClient)?;
-        let (id, secret) = (form_decode(id), form_decode(secret));
-        let client = state.clients.verify(&id, &secret).ok_or(Error::InvalidClient)?;
+        // RFC 6749 §2.3.1 says clients form-encode id and secret, but many
+        // (curl -u) do not: a secret with `+` or `%` must work either way.
+        // Both forms are always checked, each in constant time.
+        let decoded = state.clients.verify(&form_decode(id), &form_decode(secret));
+        let raw = state.clients.verify(id, secret);
+        let client = decoded.or(raw).ok_or(Error::InvalidClient)?;
         Ok(ServiceClient(client.to_string()))
     }
 }

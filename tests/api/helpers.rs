@@ -71,6 +71,8 @@ pub struct Options {
     pub db_timeout: Duration,
     pub limits: LimitsConfig,
     pub edge: EdgeConfig,
+    /// `AUTHD_CLIENTS` (default: `SVC_ID:SVC_SECRET`).
+    pub clients: Option<String>,
 }
 
 impl Default for Options {
@@ -97,6 +99,7 @@ impl Default for Options {
                 register_rate_per_ip: 0,
             },
             edge: EdgeConfig::default(),
+            clients: None,
         }
     }
 }
@@ -183,7 +186,12 @@ impl TestApp {
             session_max_ttl: Duration::from_secs(90 * 86400),
             refresh_grace: options.refresh_grace,
             clock_skew: Duration::from_secs(2),
-            clients: format!("{SVC_ID}:{SVC_SECRET}").parse().unwrap(),
+            clients: options
+                .clients
+                .clone()
+                .unwrap_or_else(|| format!("{SVC_ID}:{SVC_SECRET}"))
+                .parse()
+                .unwrap(),
             argon2: Argon2Config {
                 m_kib: options.argon2_m_kib,
                 t: 2,

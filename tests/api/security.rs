@@ -610,3 +610,34 @@ async fn the_refresh_cookie_is_prefixed_unplantable_cleared_and_capped() {
     }
     panic!("the cookie's Max-Age never shrank towards the absolute end");
 }
+
+/// A client secret with `+` and `%` works from clients that form-encode the
+/// Basic credentials (RFC 6749 §2.3.1) and from those that do not (curl -u).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_credentials_work_raw_and_form_encoded() {
+    let secret = "s3cret+with+plus%signs";
+    let options = Options {
+        clients: Some(format!("svc:{secret}")),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Backend::Embedded, options).await;
+    let introspect = |user: &'static str, password: String| {
+        let (http, url) = (app.http.clone(), app.url("/oauth/introspect"));
+        async move {
+            http.post(url)
+                .basic_auth(user, Some(password))
+                .form(&[("token", "x")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(introspect("svc", secret.to_string()).await, 200, "raw, as curl -u sends it");
+    let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    assert_eq!(encoded, "s3cret%2Bwith%2Bplus%25signs");
+    assert_eq!(introspect("svc", encoded).await, 200, "form-encoded, as RFC 6749 says");
+    assert_eq!(introspect("svc", "s3cret with plus%signs".into()).await, 401);
+    assert_eq!(introspect("svc", "s3cret+with+plus".into()).await, 401);
+}
