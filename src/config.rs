@@ -212,6 +212,11 @@ impl ServeConfig {
         if self.session_idle_ttl.is_zero() || self.session_max_ttl.is_zero() {
             return Err("AUTHD_SESSION_IDLE_TTL and AUTHD_SESSION_MAX_TTL must be positive".into());
         }
+        // An access token must not outlive the idle end of the session it
+        // names (the session could end while the token still verifies offline).
+        if self.access_ttl > self.session_idle_ttl {
+            return Err("AUTHD_ACCESS_TTL must not exceed AUTHD_SESSION_IDLE_TTL".into());
+        }
         if self.session_idle_ttl > self.session_max_ttl {
             return Err("AUTHD_SESSION_IDLE_TTL must not exceed AUTHD_SESSION_MAX_TTL".into());
         }

@@ -130,7 +130,10 @@ impl SessionService {
 
     /// Signs the access token of a session at `now`.
     fn access_token(&self, session: &SessionRecord, now: OffsetDateTime) -> Result<(String, i64)> {
-        let exp = (now + secs(self.policy.access_ttl)).min(session.absolute_expires_at);
+        // Never past the session's idle end as of this login or refresh, nor its absolute end.
+        let exp = (now + secs(self.policy.access_ttl))
+            .min(now + secs(self.policy.idle_ttl))
+            .min(session.absolute_expires_at);
         let claims = AccessClaims {
             iss: self.tokens.issuer.clone(),
             sub: session.user_id,

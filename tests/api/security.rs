@@ -634,10 +634,35 @@ async fn basic_credentials_work_raw_and_form_encoded() {
                 .as_u16()
         }
     };
-    assert_eq!(introspect("svc", secret.to_string()).await, 200, "raw, as curl -u sends it");
+    assert_eq!(
+        introspect("svc", secret.to_string()).await,
+        200,
+        "raw, as curl -u sends it"
+    );
     let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
     assert_eq!(encoded, "s3cret%2Bwith%2Bplus%25signs");
     assert_eq!(introspect("svc", encoded).await, 200, "form-encoded, as RFC 6749 says");
     assert_eq!(introspect("svc", "s3cret with plus%signs".into()).await, 401);
     assert_eq!(introspect("svc", "s3cret+with+plus".into()).await, 401);
+}
+
+/// An access token cannot outlive its session's idle end: a configuration
+/// whose access TTL exceeds the idle TTL does not start.
+#[test]
+fn an_access_ttl_longer_than_the_idle_ttl_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authd"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("AUTHD_LISTEN", "127.0.0.1:0")
+        .env("AUTHD_SESSION_IDLE_TTL", "5m")
+        .env("AUTHD_ACCESS_TTL", "15m")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr.contains("AUTHD_ACCESS_TTL must not exceed AUTHD_SESSION_IDLE_TTL"),
+        "{stderr}"
+    );
 }
