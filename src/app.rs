@@ -83,6 +83,7 @@ pub struct Application {
     state: AppState,
     cleanup_interval: Duration,
     cleanup_retention: Duration,
+    audit_retention: Duration,
     connection_limits: ConnectionLimits,
 }
 
@@ -199,6 +200,7 @@ impl Application {
             state,
             cleanup_interval: config.cleanup_interval,
             cleanup_retention: config.cleanup_retention,
+            audit_retention: config.audit_retention,
             connection_limits: ConnectionLimits {
                 header_read_timeout: config.edge.header_read_timeout,
                 idle_timeout: config.edge.idle_timeout,
@@ -221,6 +223,7 @@ impl Application {
         }
         let sessions = self.state.sessions.clone();
         let (interval, retention) = (self.cleanup_interval, self.cleanup_retention);
+        let audit_retention = self.audit_retention;
         Some(tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -228,6 +231,9 @@ impl Application {
                 ticker.tick().await;
                 if let Err(e) = sessions.cleanup_once(retention).await {
                     tracing::warn!(error = %e, "cleanup pass failed; will retry");
+                }
+                if let Err(e) = sessions.cleanup_audit(audit_retention).await {
+                    tracing::warn!(error = %e, "audit cleanup pass failed; will retry");
                 }
             }
         }))

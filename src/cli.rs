@@ -116,6 +116,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cutoff = OffsetDateTime::now_utc() - time::Duration::seconds(config.cleanup_retention.as_secs() as i64);
             let deleted = crate::session::cleanup::delete_ended(store.as_ref(), cutoff).await?;
             println!("deleted {deleted} ended sessions");
+            let cutoff = OffsetDateTime::now_utc() - time::Duration::seconds(config.audit_retention.as_secs() as i64);
+            let deleted = crate::session::cleanup::delete_old_audit(store.as_ref(), cutoff).await?;
+            println!("deleted {deleted} audit events past retention");
             Ok(())
         }
         Command::Keys(KeysCommand::Generate(config)) => {

@@ -194,6 +194,10 @@ pub struct ServeConfig {
     #[arg(long, env = "AUTHD_CLEANUP_RETENTION", value_parser = parse_duration, default_value = "7d")]
     pub cleanup_retention: Duration,
 
+    /// Audit events are deleted by cleanup once this old.
+    #[arg(long, env = "AUTHD_AUDIT_RETENTION", value_parser = parse_duration, default_value = "90d")]
+    pub audit_retention: Duration,
+
     /// Longest time a request may take before it is answered 503.
     #[arg(long, env = "AUTHD_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub request_timeout: Duration,

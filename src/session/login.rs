@@ -131,7 +131,11 @@ impl SessionService {
             _ => {
                 metrics::counter!("authd_logins_total", "outcome" => "failure").increment(1);
                 let meta = Meta::user(req.ip.clone(), req.user_agent.clone());
-                self.audit("login_failed", user.map(|u| u.id), None, None, &meta).await;
+                // Failures for unknown users belong to nobody's trail: one
+                // source may only add a bounded number of them.
+                if user.is_some() || self.may_audit_unknown_user_failure(req.ip.as_deref()).await {
+                    self.audit("login_failed", user.map(|u| u.id), None, None, &meta).await;
+                }
                 Err(Error::InvalidGrant(BAD_CREDENTIALS))
             }
         }

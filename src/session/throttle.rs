@@ -25,6 +25,9 @@ use crate::domain::UserId;
 use crate::error::{Error, Result};
 use crate::store::counters::{Counter, CounterStore, Take};
 
+/// Failed logins for unknown users one IP may add to the audit trail per hour.
+pub const UNKNOWN_USER_AUDITS_PER_HOUR: u64 = 20;
+
 /// How long a successful use of an IP exempts it from the per-account limit.
 const KNOWN_IP_FOR: time::Duration = time::Duration::days(30);
 
@@ -177,5 +180,28 @@ impl SessionService {
     /// The check passed, or could not be made: it does not count.
     pub(crate) async fn give_back_password_check(&self, key: String) {
         self.give_back(&[key]).await;
+    }
+
+    /// Whether one more failed login for an unknown user from `ip` may be
+    /// written to the audit trail (at most [`UNKNOWN_USER_AUDITS_PER_HOUR`]).
+    pub(crate) async fn may_audit_unknown_user_failure(&self, ip: Option<&str>) -> bool {
+        let key = key("audit-unknown", &[ip.unwrap_or("unknown")]);
+        let taken = self
+            .counters
+            .take(
+                &key,
+                UNKNOWN_USER_AUDITS_PER_HOUR,
+                Duration::from_secs(3600),
+                self.clock.now(),
+            )
+            .await;
+        match taken {
+            Ok(Take::Taken(_)) => true,
+            Ok(Take::Refused(_)) => {
+                metrics::counter!("authd_audit_events_dropped_total").increment(1);
+                false
+            }
+            Err(_) => false,
+        }
     }
 }

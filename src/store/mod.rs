@@ -30,6 +30,10 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Bound of one cleanup batch: background work, so not held to the request
+/// bound (`AUTHD_DB_TIMEOUT`), but still bounded.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub struct UserRecord {
     pub id: UserId,
@@ -167,12 +171,17 @@ pub trait DurableStore: Send + Sync {
         now: OffsetDateTime,
         limit: i64,
     ) -> StoreResult<Vec<SessionRecord>>;
-    /// Deletes up to `batch` sessions that expired or were revoked before `cutoff`.
+    /// Deletes up to `batch` sessions that expired or were revoked before
+    /// `cutoff`. Bounded by [`CLEANUP_TIMEOUT`], not the request bound.
     async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64>;
 
     /// Whether `user` has a session from `ip` used (logged in or refreshed)
     /// at or after `since`: the durable proof that the IP is the owner's.
     async fn ip_used_since(&self, user: UserId, ip: &str, since: OffsetDateTime) -> StoreResult<bool>;
+
+    /// Deletes up to `batch` audit events older than `cutoff`, oldest first.
+    /// Bounded by [`CLEANUP_TIMEOUT`], not the request bound.
+    async fn delete_audit_before(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64>;
 
     /// Appends to the audit trail.
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;

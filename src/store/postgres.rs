@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     AuditEvent, Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError, StoreResult,
-    UserRecord,
+    UserRecord, CLEANUP_TIMEOUT,
 };
 use crate::config::SecretUrl;
 use crate::domain::{SessionId, TokenHash, UserId};
@@ -158,6 +158,16 @@ impl PgStore {
     }
 
     /// Bounds every call: a hung server must not hang a request.
+    /// Like `bounded`, with the cleanup bound (the pool may also wait that long).
+    async fn cleanup_bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
+        match tokio::time::timeout(CLEANUP_TIMEOUT, work).await {
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "postgres cleanup batch did not finish within {CLEANUP_TIMEOUT:?}"
+            ))),
+        }
+    }
+
     async fn bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
         match tokio::time::timeout(self.timeout, work).await {
             Ok(result) => result.map_err(classify),
@@ -485,18 +495,59 @@ impl DurableStore for PgStore {
     }
 
     async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64> {
-        let result = self
-            .bounded(
-                sqlx::query(
-                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
-                     WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2)",
-                )
-                .bind(cutoff)
-                .bind(batch)
-                .execute(&self.pool),
-            )
+        // Two index scans (expiry, revocation) rather than one OR that may
+        // scan the whole table on every batch.
+        self.cleanup_bounded(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(&format!(
+                "SET LOCAL statement_timeout = {}",
+                CLEANUP_TIMEOUT.as_millis()
+            ))
+            .execute(&mut *tx)
             .await?;
-        Ok(result.rows_affected())
+            let mut deleted = 0;
+            for column in ["expires_at", "revoked_at"] {
+                let left = batch - deleted as i64;
+                if left <= 0 {
+                    break;
+                }
+                deleted += sqlx::query(&format!(
+                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE {column} < $1 LIMIT $2)"
+                ))
+                .bind(cutoff)
+                .bind(left)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn delete_audit_before(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64> {
+        self.cleanup_bounded(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(&format!(
+                "SET LOCAL statement_timeout = {}",
+                CLEANUP_TIMEOUT.as_millis()
+            ))
+            .execute(&mut *tx)
+            .await?;
+            let deleted = sqlx::query(
+                "DELETE FROM audit_events WHERE id IN \
+                 (SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2)",
+            )
+            .bind(cutoff)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(deleted)
+        })
+        .await
     }
 
     async fn ip_used_since(&self, user: UserId, ip: &str, since: OffsetDateTime) -> StoreResult<bool> {

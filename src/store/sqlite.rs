@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     AuditEvent, Decide, DurableStore, RefreshCandidate, RefreshDecision, SessionRecord, StoreError, StoreResult,
-    UserRecord,
+    UserRecord, CLEANUP_TIMEOUT,
 };
 use crate::domain::{SessionId, TokenHash, UserId};
 
@@ -171,6 +171,16 @@ impl SqliteStore {
             timeout,
             description: format!("sqlite:{}", path.display()),
         })
+    }
+
+    /// Like `bounded`, with the cleanup bound.
+    async fn cleanup_bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
+        match tokio::time::timeout(CLEANUP_TIMEOUT, work).await {
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "sqlite cleanup batch did not finish within {CLEANUP_TIMEOUT:?}"
+            ))),
+        }
     }
 
     async fn bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
@@ -494,11 +504,33 @@ impl DurableStore for SqliteStore {
     }
 
     async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64> {
+        let mut deleted = 0;
+        for column in ["expires_at", "revoked_at"] {
+            let left = batch - deleted as i64;
+            if left <= 0 {
+                break;
+            }
+            deleted += self
+                .cleanup_bounded(
+                    sqlx::query(&format!(
+                        "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE {column} < ?1 LIMIT ?2)"
+                    ))
+                    .bind(micros(cutoff))
+                    .bind(left)
+                    .execute(&self.pool),
+                )
+                .await?
+                .rows_affected();
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_audit_before(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64> {
         let result = self
-            .bounded(
+            .cleanup_bounded(
                 sqlx::query(
-                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
-                     WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
+                    "DELETE FROM audit_events WHERE id IN \
+                     (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at LIMIT ?2)",
                 )
                 .bind(micros(cutoff))
                 .bind(batch)

@@ -205,6 +205,7 @@ impl TestApp {
             migrate_on_start: true,
             cleanup_interval: Duration::ZERO,
             cleanup_retention: Duration::from_secs(7 * 86400),
+            audit_retention: Duration::from_secs(90 * 86400),
             request_timeout: Duration::from_secs(10),
         };
         let clock = Arc::new(ShiftedClock::default());

@@ -666,3 +666,101 @@ fn an_access_ttl_longer_than_the_idle_ttl_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// Cleanup keeps up with a large table: its batches have their own bound,
+/// not the request one (here a tight 150 ms), and old audit events go too.
+/// Also: failed logins for unknown users add a bounded number of audit rows
+/// per source IP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_progresses_through_a_large_table_and_audit_growth_is_bounded() {
+    use sqlx::Connection;
+    let options = Options {
+        db_timeout: Duration::from_millis(150),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Backend::Postgres, options).await;
+    let mut db = sqlx::PgConnection::connect(app.database_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let sessions = 200_000;
+    sqlx::query(
+        "INSERT INTO users (id, email, email_normalized, password_hash, created_at, updated_at) \
+         VALUES ('00000000-0000-7000-8000-000000000001', 'bulk@example.org', 'bulk@example.org', 'x', now(), now())",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO sessions (id, user_id, client_id, device_name, created_at, last_used_at, expires_at, \
+           absolute_expires_at, refresh_generation, rotated_at) \
+         SELECT gen_random_uuid(), '00000000-0000-7000-8000-000000000001', 'web', 'bulk', \
+           now() - interval '60 days', now() - interval '40 days', now() - interval '10 days' - (g || ' seconds')::interval, \
+           now() + interval '30 days', 0, now() - interval '40 days' \
+         FROM generate_series(1, {sessions}) g"
+    ))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) \
+         SELECT sha256(id::text::bytea), id, 0, now() FROM sessions",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO audit_events (id, at, kind, actor) \
+         SELECT gen_random_uuid(), now() - interval '100 days', 'login_failed', 'user' FROM generate_series(1, 50000)",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    let started = std::time::Instant::now();
+    let deleted = app
+        .state
+        .sessions
+        .cleanup_once(Duration::from_secs(7 * 86400))
+        .await
+        .expect("cleanup makes progress under a tight request bound");
+    assert_eq!(deleted, sessions);
+    let audit = app
+        .state
+        .sessions
+        .cleanup_audit(Duration::from_secs(90 * 86400))
+        .await
+        .unwrap();
+    assert_eq!(audit, 50_000);
+    eprintln!(
+        "cleanup of {sessions} sessions + 50k audit events: {:?}",
+        started.elapsed()
+    );
+    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM refresh_tokens")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+
+    // 40 failed logins for unknown users from one IP: at most 20 audit rows.
+    let mut options = Options::default();
+    options.limits.failures_per_ip = 1000;
+    let app = TestApp::spawn_with(Backend::Postgres, options).await;
+    for i in 0..40 {
+        let r = app
+            .token(&[
+                ("grant_type", "password"),
+                ("username", &format!("nobody{i}@example.org")),
+                ("password", "wrong password!"),
+            ])
+            .await;
+        assert_eq!(r.status(), 400);
+    }
+    let mut db = sqlx::PgConnection::connect(app.database_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_events WHERE kind = 'login_failed'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 20, "unknown-user failures one IP may write");
+}
