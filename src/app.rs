@@ -80,6 +80,7 @@ pub async fn open_cache_and_counters(
 
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     cleanup_interval: Duration,
     cleanup_retention: Duration,
@@ -184,6 +185,7 @@ impl Application {
                 config.limits.register_rate,
             )),
             trusted_proxies: Arc::new(config.edge.trusted_proxies.clone()),
+            metrics_elsewhere: config.edge.metrics_listen.is_some(),
             refresh_cookie_max_age: config.session_idle_ttl,
             cors_origins: config
                 .cors_origins
@@ -195,8 +197,17 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (AUTHD_LISTEN): {e}", config.listen))?;
+        let metrics_listener = match config.edge.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (AUTHD_METRICS_LISTEN): {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Application {
             listener,
+            metrics_listener,
             state,
             cleanup_interval: config.cleanup_interval,
             cleanup_retention: config.cleanup_retention,
@@ -211,6 +222,11 @@ impl Application {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `/metrics` is served when it has its own listener.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &AppState {
@@ -245,6 +261,12 @@ impl Application {
         let cleanup = self.spawn_cleanup();
         let addr = self.local_addr()?;
         tracing::info!(%addr, "authd listening");
+        let metrics = self.metrics_listener.map(|listener| {
+            let router = http::ops::metrics_router(self.state.clone());
+            let limits = self.connection_limits;
+            tracing::info!(addr = ?listener.local_addr().ok(), "metrics listening");
+            tokio::spawn(http::serve::serve(listener, router, limits, std::future::pending()))
+        });
         let app = http::router(self.state);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let server = http::serve::serve(self.listener, app, self.connection_limits, async move {
@@ -264,6 +286,9 @@ impl Application {
             }
         };
         if let Some(task) = cleanup {
+            task.abort();
+        }
+        if let Some(task) = metrics {
             task.abort();
         }
         outcome

@@ -160,7 +160,9 @@ pub struct ServeConfig {
     #[arg(long, env = "AUTHD_CLOCK_SKEW", value_parser = parse_duration, default_value = "2s")]
     pub clock_skew: Duration,
 
-    /// Service clients for introspection and admin: `id:secret,id2:secret2`.
+    /// Service clients: `id:secret,id2:secret2:introspect+feed+admin`. Roles
+    /// (`introspect`, `feed`, `admin`) limit what a client may call; a client
+    /// listed without roles has every role.
     #[arg(long, env = "AUTHD_CLIENTS", default_value = "")]
     pub clients: ClientCredentials,
 

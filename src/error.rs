@@ -35,6 +35,9 @@ pub enum Error {
     InvalidToken(&'static str),
     #[error("current password is wrong")]
     WrongPassword,
+    /// An authenticated service client without the role this endpoint needs.
+    #[error("this client lacks the `{0}` role")]
+    MissingRole(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
     /// Too many attempts; retry after this many seconds.
@@ -72,7 +75,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::EmailTaken => StatusCode::CONFLICT,
-            Error::WrongPassword => StatusCode::FORBIDDEN,
+            Error::WrongPassword | Error::MissingRole(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -91,6 +94,7 @@ impl Error {
             Error::EmailTaken => "email_taken",
             Error::InvalidToken(_) => "invalid_token",
             Error::WrongPassword => "invalid_password",
+            Error::MissingRole(_) => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::RateLimited(_) => "too_many_requests",
             Error::Unavailable(_) => "temporarily_unavailable",

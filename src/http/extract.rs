@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
-use crate::domain::MAX_USER_AGENT_LEN;
+use crate::domain::{ClientRole, MAX_USER_AGENT_LEN};
 use crate::error::Error;
 use crate::session::audit::Meta;
 use crate::session::Authenticated;
@@ -239,7 +239,7 @@ where
 }
 
 /// A service client from `AUTHD_CLIENTS`, by HTTP Basic (RFC 6749 §2.3.1:
-/// id and secret are form-urlencoded before the Basic encoding).
+/// id and secret are form-urlencoded before the Basic encoding), with any role.
 pub struct ServiceClient(pub String);
 
 fn form_decode(raw: &str) -> String {
@@ -247,6 +247,32 @@ fn form_decode(raw: &str) -> String {
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
+}
+
+/// The authenticated client and whether it has `role` (`None`: any role).
+fn authenticate_client(parts: &Parts, state: &AppState, role: Option<ClientRole>) -> Result<String, Error> {
+    let value = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(Error::InvalidClient)?;
+    let (scheme, encoded) = value.split_once(' ').ok_or(Error::InvalidClient)?;
+    if !scheme.eq_ignore_ascii_case("basic") || encoded.len() > 1024 {
+        return Err(Error::InvalidClient);
+    }
+    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| Error::InvalidClient)?;
+    let decoded = String::from_utf8(decoded).map_err(|_| Error::InvalidClient)?;
+    let (id, secret) = decoded.split_once(':').ok_or(Error::InvalidClient)?;
+    // RFC 6749 §2.3.1 says clients form-encode id and secret, but many
+    // (curl -u) do not: a secret with `+` or `%` must work either way.
+    // Both forms are always checked, each in constant time.
+    let decoded = state.clients.verify_client(&form_decode(id), &form_decode(secret));
+    let raw = state.clients.verify_client(id, secret);
+    let client = decoded.or(raw).ok_or(Error::InvalidClient)?;
+    match role {
+        Some(role) if !client.has_role(role) => Err(Error::MissingRole(role.as_str())),
+        _ => Ok(client.id.clone()),
+    }
 }
 
 impl<S> FromRequestParts<S> for ServiceClient
@@ -257,28 +283,48 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        let value = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(Error::InvalidClient)?;
-        let (scheme, encoded) = value.split_once(' ').ok_or(Error::InvalidClient)?;
-        if !scheme.eq_ignore_ascii_case("basic") || encoded.len() > 1024 {
-            return Err(Error::InvalidClient);
-        }
-        let decoded = STANDARD.decode(encoded.trim()).map_err(|_| Error::InvalidClient)?;
-        let decoded = String::from_utf8(decoded).map_err(|_| Error::InvalidClient)?;
-        let (id, secret) = decoded.split_once(':').ok_or(Error::InvalidClient)?;
-        // RFC 6749 §2.3.1 says clients form-encode id and secret, but many
-        // (curl -u) do not: a secret with `+` or `%` must work either way.
-        // Both forms are always checked, each in constant time.
-        let decoded = state.clients.verify(&form_decode(id), &form_decode(secret));
-        let raw = state.clients.verify(id, secret);
-        let client = decoded.or(raw).ok_or(Error::InvalidClient)?;
-        Ok(ServiceClient(client.to_string()))
+        Ok(ServiceClient(authenticate_client(
+            parts,
+            &AppState::from_ref(state),
+            None,
+        )?))
     }
 }
+
+macro_rules! client_with_role {
+    ($(#[$doc:meta])* $name:ident, $role:expr) => {
+        $(#[$doc])*
+        pub struct $name(pub String);
+
+        impl<S> FromRequestParts<S> for $name
+        where
+            S: Send + Sync,
+            AppState: FromRef<S>,
+        {
+            type Rejection = Error;
+
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+                Ok($name(authenticate_client(parts, &AppState::from_ref(state), Some($role))?))
+            }
+        }
+    };
+}
+
+client_with_role!(
+    /// A service client with the `introspect` role (401 unauthenticated, 403 without the role).
+    Introspector,
+    ClientRole::Introspect
+);
+client_with_role!(
+    /// A service client with the `admin` role.
+    AdminClient,
+    ClientRole::Admin
+);
+client_with_role!(
+    /// A service client with the `feed` role, for the revocation feed.
+    FeedClient,
+    ClientRole::Feed
+);
 
 /// The `{id}` path segment as text; a segment that is not even valid UTF-8
 /// names nothing, so it is "not found" like any unknown id.

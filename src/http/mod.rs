@@ -39,6 +39,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     pub token_limit: Arc<limits::FloodLimit>,
     pub register_limit: Arc<limits::FloodLimit>,
+    /// `/metrics` is served on its own listener (`AUTHD_METRICS_LISTEN`), not this one.
+    pub metrics_elsewhere: bool,
     /// Proxies whose forwarding headers name the client (`AUTHD_TRUSTED_PROXIES`).
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// Browser origins allowed by CORS (none: no CORS headers at all).
@@ -78,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::router())
         .merge(users::router())
         .merge(sessions::router())
-        .merge(ops::router())
+        .merge(ops::router(!state.metrics_elsewhere))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), bounded_and_counted))

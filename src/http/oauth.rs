@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::cookie;
-use super::extract::{ClientInfo, OAuthBody, ServiceClient};
+use super::extract::{ClientInfo, Introspector, OAuthBody};
 use super::AppState;
 use crate::domain::MAX_TOKEN_LEN;
 use crate::error::{Error, Result};
@@ -168,7 +168,7 @@ async fn revoke(
 
 async fn introspect(
     State(state): State<AppState>,
-    _client: ServiceClient,
+    _client: Introspector,
     OAuthBody(req): OAuthBody<TokenParam>,
 ) -> Result<Response> {
     let token = token_param(req.token)?;

@@ -7,7 +7,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::extract::{AuthUser, ClientInfo, IdSegment, ServiceClient};
+use super::extract::{AdminClient, AuthUser, ClientInfo, IdSegment};
 use super::AppState;
 use crate::domain::{SessionId, UserId};
 use crate::error::{Error, Result};
@@ -85,7 +85,7 @@ async fn logout(
 
 async fn admin_list(
     State(state): State<AppState>,
-    ServiceClient(client): ServiceClient,
+    AdminClient(client): AdminClient,
     info: ClientInfo,
     IdSegment(id): IdSegment,
 ) -> Result<Json<Value>> {
@@ -106,7 +106,7 @@ async fn admin_list(
 
 async fn admin_revoke_all(
     State(state): State<AppState>,
-    ServiceClient(client): ServiceClient,
+    AdminClient(client): AdminClient,
     info: ClientInfo,
     IdSegment(id): IdSegment,
 ) -> Result<Json<Value>> {
@@ -124,7 +124,7 @@ async fn admin_revoke_all(
 
 async fn admin_events(
     State(state): State<AppState>,
-    ServiceClient(_client): ServiceClient,
+    AdminClient(_client): AdminClient,
     IdSegment(id): IdSegment,
 ) -> Result<Json<Value>> {
     let user: UserId = parse_id(&id, "user")?;

@@ -106,6 +106,8 @@ impl Default for Options {
 
 pub struct TestApp {
     pub base: String,
+    /// The `/metrics` listener, when `AUTHD_METRICS_LISTEN` is set.
+    pub metrics_base: Option<String>,
     pub http: reqwest::Client,
     pub clock: Arc<ShiftedClock>,
     pub state: authd::http::AppState,
@@ -211,6 +213,7 @@ impl TestApp {
         let clock = Arc::new(ShiftedClock::default());
         let app = Application::build(config, clock.clone()).await.expect("app builds");
         let addr = app.local_addr().unwrap();
+        let metrics_base = app.metrics_addr().map(|a| format!("http://{a}"));
         let state = app.state().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async move {
@@ -218,6 +221,7 @@ impl TestApp {
         }));
         TestApp {
             base: format!("http://{addr}"),
+            metrics_base,
             http: reqwest::Client::builder()
                 .user_agent("authd-tests/1.0")
                 .build()

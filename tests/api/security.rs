@@ -764,3 +764,87 @@ async fn cleanup_progresses_through_a_large_table_and_audit_growth_is_bounded() 
         .unwrap();
     assert_eq!(rows, 20, "unknown-user failures one IP may write");
 }
+
+/// Service clients carry roles: introspection, the revocation feed, admin. A
+/// client listed without roles keeps every role (older configurations).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_clients_only_do_what_their_roles_allow() {
+    let options = Options {
+        clients: Some(
+            "intro:intro-secret-0123456789:introspect,adm:admin-secret-0123456789:admin+feed,\
+             old:old-secret-0123456789ab"
+                .into(),
+        ),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Backend::Embedded, options).await;
+    let user = app.register("ann@example.org").await;
+    let tokens = app.login("ann@example.org").await;
+    let introspect = |id: &'static str, secret: &'static str| {
+        let (http, url, token) = (app.http.clone(), app.url("/oauth/introspect"), tokens.access.clone());
+        async move {
+            let r = http
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .form(&[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let admin = |id: &'static str, secret: &'static str| {
+        let (http, url) = (
+            app.http.clone(),
+            app.url(&format!("/v1/admin/users/{}/sessions", user["id"].as_str().unwrap())),
+        );
+        async move {
+            http.get(url)
+                .basic_auth(id, Some(secret))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let (status, body) = introspect("intro", "intro-secret-0123456789").await;
+    assert_eq!((status, body["active"].clone()), (200, Value::Bool(true)));
+    assert_eq!(
+        admin("intro", "intro-secret-0123456789").await,
+        403,
+        "introspect-only client used admin"
+    );
+    let (status, body) = introspect("adm", "admin-secret-0123456789").await;
+    assert_eq!(status, 403, "admin-only client introspected");
+    assert_eq!(body["error"], "forbidden");
+    assert_eq!(admin("adm", "admin-secret-0123456789").await, 200);
+    // Listed without roles: every role, as before.
+    assert_eq!(introspect("old", "old-secret-0123456789ab").await.0, 200);
+    assert_eq!(admin("old", "old-secret-0123456789ab").await, 200);
+    assert_eq!(admin("old", "wrong-secret-0123456789").await, 401);
+}
+
+/// With `AUTHD_METRICS_LISTEN`, `/metrics` moves to its own listener and the
+/// public one no longer serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_move_to_their_own_listener() {
+    let mut options = Options::default();
+    options.edge.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let app = TestApp::spawn_with(Backend::Embedded, options).await;
+    let r = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "the public listener still serves /metrics");
+    let metrics = app.metrics_base.clone().expect("a metrics listener");
+    let r = app.http.get(format!("{metrics}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("authd_"), "metrics body");
+    let r = app.http.get(format!("{metrics}/v1/me")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "the metrics listener serves nothing else");
+
+    let app = TestApp::spawn(Backend::Embedded).await;
+    assert_eq!(
+        app.http.get(app.url("/metrics")).send().await.unwrap().status(),
+        200,
+        "default unchanged"
+    );
+}
