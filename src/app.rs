@@ -14,11 +14,13 @@ use crate::auth::keys::{self, KeySet};
 use crate::auth::password::PasswordHasher;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServeConfig, StoreConfig};
-use crate::http::limits::GlobalLimit;
+use crate::http::limits::FloodLimit;
+use crate::http::serve::ConnectionLimits;
 use crate::http::{self, AppState};
 use crate::session::events::{FollowerPolicy, Revocations};
-use crate::session::throttle::ThrottlePolicy;
+use crate::session::throttle::{Lockouts, ThrottlePolicy};
 use crate::session::{Policy, SessionService, Stores};
+use crate::store::counters::{CounterStore, FallbackCounters};
 use crate::store::guarded::GuardedCache;
 use crate::store::memory::MemoryCache;
 use crate::store::postgres::PgStore;
@@ -55,17 +57,36 @@ pub async fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn DurableS
 }
 
 pub async fn open_cache(config: &StoreConfig) -> anyhow::Result<Arc<dyn SessionCache>> {
+    Ok(open_cache_and_counters(config).await?.0)
+}
+
+/// The session cache and the lockout counters: one Redis connection serves
+/// both, but each has its own failure behaviour (the counters fall back to
+/// this process, never to the cache's circuit breaker).
+pub async fn open_cache_and_counters(
+    config: &StoreConfig,
+) -> anyhow::Result<(Arc<dyn SessionCache>, Arc<dyn CounterStore>)> {
     Ok(match &config.redis_url {
-        Some(url) => Arc::new(RedisCache::connect(url, &config.redis_prefix, config.redis_timeout).await?),
-        None => Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES)),
+        Some(url) => {
+            let redis = Arc::new(RedisCache::connect(url, &config.redis_prefix, config.redis_timeout).await?);
+            let counters = FallbackCounters::new(Some(redis.clone()), MEMORY_CACHE_ENTRIES);
+            (redis, Arc::new(counters))
+        }
+        None => (
+            Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES)),
+            Arc::new(FallbackCounters::new(None, MEMORY_CACHE_ENTRIES)),
+        ),
     })
 }
 
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     cleanup_interval: Duration,
     cleanup_retention: Duration,
+    audit_retention: Duration,
+    connection_limits: ConnectionLimits,
 }
 
 impl Application {
@@ -88,7 +109,8 @@ impl Application {
         );
         revocations.follow(store.clone());
         let marker_ttl = config.session_max_ttl.max(Duration::from_secs(3600));
-        let guarded = GuardedCache::new(open_cache(&config.store).await?, revocations.clone(), marker_ttl);
+        let (cache, counters) = open_cache_and_counters(&config.store).await?;
+        let guarded = GuardedCache::new(cache, revocations.clone(), marker_ttl);
         guarded.settle(Duration::from_secs(1)).await;
         let cache: Arc<dyn SessionCache> = Arc::new(guarded);
 
@@ -153,14 +175,26 @@ impl Application {
             cache,
             revocations,
         };
-        let sessions = Arc::new(SessionService::new(stores, tokens, hasher, clock, policy, throttle));
+        let lockouts = Lockouts {
+            policy: throttle,
+            counters,
+        };
+        let sessions = Arc::new(SessionService::new(stores, tokens, hasher, clock, policy, lockouts));
         let state = AppState {
             sessions,
             clients: Arc::new(config.clients.clone()),
             metrics: metrics_handle(),
             request_timeout: config.request_timeout,
-            token_limit: Arc::new(GlobalLimit::per_second(config.limits.token_rate)),
-            register_limit: Arc::new(GlobalLimit::per_second(config.limits.register_rate)),
+            token_limit: Arc::new(FloodLimit::new(
+                config.limits.token_rate_per_ip,
+                config.limits.token_rate,
+            )),
+            register_limit: Arc::new(FloodLimit::new(
+                config.limits.register_rate_per_ip,
+                config.limits.register_rate,
+            )),
+            trusted_proxies: Arc::new(config.edge.trusted_proxies.clone()),
+            metrics_elsewhere: config.edge.metrics_listen.is_some(),
             refresh_cookie_max_age: config.session_idle_ttl,
             cors_origins: config
                 .cors_origins
@@ -172,16 +206,36 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (AUTHD_LISTEN): {e}", config.listen))?;
+        let metrics_listener = match config.edge.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (AUTHD_METRICS_LISTEN): {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Application {
             listener,
+            metrics_listener,
             state,
             cleanup_interval: config.cleanup_interval,
             cleanup_retention: config.cleanup_retention,
+            audit_retention: config.audit_retention,
+            connection_limits: ConnectionLimits {
+                header_read_timeout: config.edge.header_read_timeout,
+                idle_timeout: config.edge.idle_timeout,
+                max_connections: config.edge.max_connections,
+            },
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `/metrics` is served when it has its own listener.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &AppState {
@@ -194,6 +248,7 @@ impl Application {
         }
         let sessions = self.state.sessions.clone();
         let (interval, retention) = (self.cleanup_interval, self.cleanup_retention);
+        let audit_retention = self.audit_retention;
         Some(tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -201,6 +256,9 @@ impl Application {
                 ticker.tick().await;
                 if let Err(e) = sessions.cleanup_once(retention).await {
                     tracing::warn!(error = %e, "cleanup pass failed; will retry");
+                }
+                if let Err(e) = sessions.cleanup_audit(audit_retention).await {
+                    tracing::warn!(error = %e, "audit cleanup pass failed; will retry");
                 }
             }
         }))
@@ -212,16 +270,22 @@ impl Application {
         let cleanup = self.spawn_cleanup();
         let addr = self.local_addr()?;
         tracing::info!(%addr, "authd listening");
-        let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let metrics = self.metrics_listener.map(|listener| {
+            let router = http::ops::metrics_router(self.state.clone());
+            let limits = self.connection_limits;
+            tracing::info!(addr = ?listener.local_addr().ok(), "metrics listening");
+            tokio::spawn(http::serve::serve(listener, router, limits, std::future::pending()))
+        });
+        let app = http::router(self.state);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        let server = http::serve::serve(self.listener, app, self.connection_limits, async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, finishing requests in flight");
             let _ = stopping_tx.send(());
         });
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(server);
         let outcome = tokio::select! {
-            result = server => result.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)),
+            result = server => result.map_err(anyhow::Error::from),
             () = async {
                 let _ = stopping_rx.await;
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -231,6 +295,9 @@ impl Application {
             }
         };
         if let Some(task) = cleanup {
+            task.abort();
+        }
+        if let Some(task) = metrics {
             task.abort();
         }
         outcome

@@ -113,17 +113,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if config.migrate_on_start {
                 store.migrate().await?;
             }
-            let cleaned = crate::session::cleanup::clean(
-                store.as_ref(),
-                app::system_clock().now(),
-                config.cleanup_retention,
-                config.events.retention,
-            )
-            .await?;
+            let now = app::system_clock().now();
+            let cleaned =
+                crate::session::cleanup::clean(store.as_ref(), now, config.cleanup_retention, config.events.retention)
+                    .await?;
             println!(
                 "deleted {} ended sessions and {} old session events",
                 cleaned.sessions, cleaned.events
             );
+            let cutoff = now - time::Duration::seconds(config.audit_retention.as_secs() as i64);
+            let deleted = crate::session::cleanup::delete_old_audit(store.as_ref(), cutoff).await?;
+            println!("deleted {deleted} audit events past retention");
             Ok(())
         }
         Command::Keys(KeysCommand::Generate(config)) => {

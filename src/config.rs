@@ -160,7 +160,9 @@ pub struct ServeConfig {
     #[arg(long, env = "AUTHD_CLOCK_SKEW", value_parser = parse_duration, default_value = "2s")]
     pub clock_skew: Duration,
 
-    /// Service clients for introspection and admin: `id:secret,id2:secret2`.
+    /// Service clients: `id:secret,id2:secret2:introspect+feed+admin`. Roles
+    /// (`introspect`, `feed`, `admin`) limit what a client may call; a client
+    /// listed without roles has every role.
     #[arg(long, env = "AUTHD_CLIENTS", default_value = "")]
     pub clients: ClientCredentials,
 
@@ -172,6 +174,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub events: EventsConfig,
+
+    #[command(flatten)]
+    pub edge: EdgeConfig,
 
     /// Browser origins allowed to call authd (CORS), comma-separated, e.g.
     /// `https://app.example.org`. Empty: no CORS headers.
@@ -194,6 +199,10 @@ pub struct ServeConfig {
     #[arg(long, env = "AUTHD_CLEANUP_RETENTION", value_parser = parse_duration, default_value = "7d")]
     pub cleanup_retention: Duration,
 
+    /// Audit events are deleted by cleanup once this old.
+    #[arg(long, env = "AUTHD_AUDIT_RETENTION", value_parser = parse_duration, default_value = "90d")]
+    pub audit_retention: Duration,
+
     /// Longest time a request may take before it is answered 503.
     #[arg(long, env = "AUTHD_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub request_timeout: Duration,
@@ -212,8 +221,22 @@ impl ServeConfig {
         if self.session_idle_ttl.is_zero() || self.session_max_ttl.is_zero() {
             return Err("AUTHD_SESSION_IDLE_TTL and AUTHD_SESSION_MAX_TTL must be positive".into());
         }
+        // An access token must not outlive the idle end of the session it
+        // names (the session could end while the token still verifies offline).
+        if self.access_ttl > self.session_idle_ttl {
+            return Err("AUTHD_ACCESS_TTL must not exceed AUTHD_SESSION_IDLE_TTL".into());
+        }
         if self.session_idle_ttl > self.session_max_ttl {
             return Err("AUTHD_SESSION_IDLE_TTL must not exceed AUTHD_SESSION_MAX_TTL".into());
+        }
+        if self.edge.header_read_timeout.is_zero() || self.edge.header_read_timeout > Duration::from_secs(30) {
+            return Err("AUTHD_HEADER_READ_TIMEOUT must be between 1ms and 30s".into());
+        }
+        if self.edge.idle_timeout.is_zero() || self.edge.idle_timeout > Duration::from_secs(60) {
+            return Err("AUTHD_IDLE_TIMEOUT must be between 1ms and 60s".into());
+        }
+        if self.edge.max_connections == 0 {
+            return Err("AUTHD_MAX_CONNECTIONS must be positive".into());
         }
         if self.clock_skew > Duration::from_secs(300) {
             return Err("AUTHD_CLOCK_SKEW must be at most 5m".into());
@@ -310,4 +333,57 @@ pub struct LimitsConfig {
     /// Requests per second to POST /v1/users, per process (0: unlimited).
     #[arg(long, env = "AUTHD_REGISTER_RATE", default_value_t = 100)]
     pub register_rate: u32,
+    /// Requests per second to /oauth/token from one client IP (IPv6: one /64), per process (0: unlimited).
+    #[arg(long, env = "AUTHD_TOKEN_RATE_PER_IP", default_value_t = 100)]
+    pub token_rate_per_ip: u32,
+    /// Requests per second to POST /v1/users from one client IP (IPv6: one /64), per process (0: unlimited).
+    #[arg(long, env = "AUTHD_REGISTER_RATE_PER_IP", default_value_t = 10)]
+    pub register_rate_per_ip: u32,
+}
+
+/// A CIDR like `10.0.0.0/8`, or a single address.
+pub fn parse_cidr(raw: &str) -> Result<ipnet::IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<ipnet::IpNet>()
+        .map(|net| net.trunc())
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{raw}` is not a CIDR like 10.0.0.0/8 or an IP address"))
+}
+
+/// The edge of the service: who may speak for clients, and how long and how
+/// many connections may stay open.
+#[derive(Args, Debug, Clone)]
+pub struct EdgeConfig {
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` are believed, as CIDRs,
+    /// comma-separated (default none: the TCP peer is the client).
+    #[arg(long, env = "AUTHD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Longest time a client may take to send a request's head (line and headers).
+    #[arg(long, env = "AUTHD_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+
+    /// An idle keep-alive connection is closed after this long.
+    #[arg(long, env = "AUTHD_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+
+    /// Open connections per process; more wait in the kernel's backlog.
+    #[arg(long, env = "AUTHD_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Serve `/metrics` on this address instead of the main listener.
+    #[arg(long, env = "AUTHD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            trusted_proxies: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            metrics_listen: None,
+        }
+    }
 }

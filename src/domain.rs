@@ -268,11 +268,50 @@ pub fn parse_scope(raw: &str) -> Result<Option<String>, Error> {
     Ok((!parts.is_empty()).then(|| parts.join(" ")))
 }
 
+/// What a service client may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {
+    /// `POST /oauth/introspect`.
+    Introspect,
+    /// The revocation feed (`/v1/revocations*`).
+    Feed,
+    /// `/v1/admin/*`.
+    Admin,
+}
+
+impl ClientRole {
+    pub const ALL: [ClientRole; 3] = [ClientRole::Introspect, ClientRole::Feed, ClientRole::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientRole::Introspect => "introspect",
+            ClientRole::Feed => "feed",
+            ClientRole::Admin => "admin",
+        }
+    }
+
+    fn parse(raw: &str) -> Option<ClientRole> {
+        ClientRole::ALL.into_iter().find(|r| r.as_str() == raw)
+    }
+}
+
+/// `introspect+feed`: roles, when every part names one.
+fn parse_roles(raw: &str) -> Option<Vec<ClientRole>> {
+    raw.split('+').map(ClientRole::parse).collect()
+}
+
 /// One service client from `AUTHD_CLIENTS`; only a hash of its secret is kept.
 #[derive(Clone)]
 pub struct ServiceClient {
     pub id: String,
     secret_hash: [u8; 32],
+    roles: Vec<ClientRole>,
+}
+
+impl ServiceClient {
+    pub fn has_role(&self, role: ClientRole) -> bool {
+        self.roles.contains(&role)
+    }
 }
 
 /// The service clients allowed to introspect and to use the admin API.
@@ -291,13 +330,18 @@ impl ClientCredentials {
     /// in constant time over hashes, so neither timing nor length leaks which
     /// part was wrong.
     pub fn verify(&self, id: &str, secret: &str) -> Option<&str> {
+        self.verify_client(id, secret).map(|c| c.id.as_str())
+    }
+
+    /// Like [`ClientCredentials::verify`], returning the client with its roles.
+    pub fn verify_client(&self, id: &str, secret: &str) -> Option<&ServiceClient> {
         let presented = sha256(secret.as_bytes());
         let mut found = None;
         for client in &self.0 {
             let id_ok = sha256(client.id.as_bytes()).ct_eq(&sha256(id.as_bytes()));
             let secret_ok = client.secret_hash.ct_eq(&presented);
             if bool::from(id_ok & secret_ok) {
-                found = Some(client.id.as_str());
+                found = Some(client);
             }
         }
         found
@@ -317,8 +361,17 @@ impl std::str::FromStr for ClientCredentials {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut clients = Vec::new();
         for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let Some((id, secret)) = entry.split_once(':') else {
-                return Err("each client must be written id:secret".into());
+            let Some((id, rest)) = entry.split_once(':') else {
+                return Err("each client must be written id:secret or id:secret:role+role".into());
+            };
+            // `id:secret:introspect+feed+admin`; without roles a client has
+            // every role, so configurations from before roles keep working.
+            let (secret, roles) = match rest.rsplit_once(':') {
+                Some((secret, roles)) => match parse_roles(roles) {
+                    Some(roles) => (secret, roles),
+                    None => (rest, ClientRole::ALL.to_vec()),
+                },
+                None => (rest, ClientRole::ALL.to_vec()),
             };
             if id.is_empty() || secret.is_empty() {
                 return Err("client id and secret must not be empty".into());
@@ -329,6 +382,7 @@ impl std::str::FromStr for ClientCredentials {
             clients.push(ServiceClient {
                 id: id.to_string(),
                 secret_hash: sha256(secret.as_bytes()),
+                roles,
             });
         }
         Ok(ClientCredentials(clients))

@@ -35,6 +35,9 @@ pub enum Error {
     InvalidToken(&'static str),
     #[error("current password is wrong")]
     WrongPassword,
+    /// An authenticated service client without the role this endpoint needs.
+    #[error("this client lacks the `{0}` role")]
+    MissingRole(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
     /// What the request names existed once but is gone for good (a feed
@@ -76,7 +79,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::EmailTaken => StatusCode::CONFLICT,
-            Error::WrongPassword => StatusCode::FORBIDDEN,
+            Error::WrongPassword | Error::MissingRole(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Gone(_) => StatusCode::GONE,
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -96,6 +99,7 @@ impl Error {
             Error::EmailTaken => "email_taken",
             Error::InvalidToken(_) => "invalid_token",
             Error::WrongPassword => "invalid_password",
+            Error::MissingRole(_) => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::Gone(_) => "cursor_expired",
             Error::RateLimited(_) => "too_many_requests",

@@ -1,6 +1,11 @@
 //! Cookie mode for browser frontends: the refresh token travels only in an
 //! `HttpOnly; Secure; SameSite=Strict; Path=/oauth` cookie, so page scripts
-//! never hold it.
+//! never hold it. Its name carries the `__Secure-` prefix (browsers accept it
+//! only from a secure origin, with `Secure`). A sibling subdomain can still
+//! plant a cookie of the same name for the parent domain; the browser then
+//! sends both, and a request carrying two refresh cookies is refused (400,
+//! both cleared) rather than letting either win. The cookie is cleared on
+//! logout and on a failed refresh, and lives no longer than its session.
 //!
 //! CSRF defence: a request only uses the cookie when it carries the custom
 //! header `X-Authd-Cookie: 1`. A cross-site form or image cannot set a
@@ -9,12 +14,13 @@
 
 use std::time::Duration;
 
-use axum::http::header::COOKIE;
+use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 
 use crate::error::{Error, Result};
 
-pub const COOKIE_NAME: &str = "authd_refresh";
+pub const COOKIE_NAME: &str = "__Secure-authd_refresh";
 pub const OPT_IN_HEADER: &str = "x-authd-cookie";
 
 /// Whether this request asked for cookie mode; any value but `1` is a client error.
@@ -26,16 +32,24 @@ pub fn requested(headers: &HeaderMap) -> Result<bool> {
     }
 }
 
-/// The refresh token from the `Cookie` header, if any.
-pub fn refresh_token(headers: &HeaderMap) -> Option<String> {
-    headers
+/// The refresh token from the `Cookie` header, if any; two or more refresh
+/// cookies (one may be planted) are a client error.
+pub fn refresh_token(headers: &HeaderMap) -> Result<Option<String>> {
+    let mut found = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, value)| value.to_string())
+        .filter(|(name, _)| *name == COOKIE_NAME)
+        .map(|(_, value)| value.to_string());
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(Error::InvalidRequest(
+            "more than one refresh cookie; sign in again".into(),
+        ));
+    }
+    Ok(first)
 }
 
 pub fn set(token: &str, max_age: Duration) -> Option<HeaderValue> {
@@ -47,5 +61,11 @@ pub fn set(token: &str, max_age: Duration) -> Option<HeaderValue> {
 }
 
 pub fn clear() -> HeaderValue {
-    HeaderValue::from_static("authd_refresh=; HttpOnly; Secure; SameSite=Strict; Path=/oauth; Max-Age=0")
+    HeaderValue::from_static("__Secure-authd_refresh=; HttpOnly; Secure; SameSite=Strict; Path=/oauth; Max-Age=0")
+}
+
+/// `response` with the refresh cookie cleared.
+pub fn cleared(mut response: Response) -> Response {
+    response.headers_mut().append(SET_COOKIE, clear());
+    response
 }

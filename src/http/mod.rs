@@ -26,6 +26,7 @@ pub mod limits;
 pub mod oauth;
 pub mod ops;
 pub mod revocations;
+pub mod serve;
 pub mod sessions;
 pub mod users;
 
@@ -38,8 +39,12 @@ pub struct AppState {
     pub clients: Arc<ClientCredentials>,
     pub metrics: PrometheusHandle,
     pub request_timeout: Duration,
-    pub token_limit: Arc<limits::GlobalLimit>,
-    pub register_limit: Arc<limits::GlobalLimit>,
+    pub token_limit: Arc<limits::FloodLimit>,
+    pub register_limit: Arc<limits::FloodLimit>,
+    /// `/metrics` is served on its own listener (`AUTHD_METRICS_LISTEN`), not this one.
+    pub metrics_elsewhere: bool,
+    /// Proxies whose forwarding headers name the client (`AUTHD_TRUSTED_PROXIES`).
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// Browser origins allowed by CORS (none: no CORS headers at all).
     pub cors_origins: Vec<HeaderValue>,
     /// Lifetime of the refresh cookie in cookie mode (the idle timeout).
@@ -77,7 +82,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::router())
         .merge(users::router())
         .merge(sessions::router())
-        .merge(ops::router())
+        .merge(ops::router(!state.metrics_elsewhere))
         .merge(revocations::router())
         .merge(account::router())
         .fallback(not_found)

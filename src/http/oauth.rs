@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::cookie;
-use super::extract::{ClientInfo, OAuthBody, ServiceClient};
+use super::extract::{ClientInfo, Introspector, OAuthBody};
 use super::AppState;
 use crate::domain::MAX_TOKEN_LEN;
 use crate::error::{Error, Result};
@@ -70,7 +70,7 @@ async fn token(
     headers: HeaderMap,
     OAuthBody(req): OAuthBody<TokenRequest>,
 ) -> Result<Response> {
-    state.token_limit.check()?;
+    state.token_limit.check(info.ip_addr())?;
     let use_cookie = cookie::requested(&headers)?;
     let grant_type = required(req.grant_type, "grant_type")?;
     let answer = match grant_type.as_str() {
@@ -87,16 +87,29 @@ async fn token(
             state.sessions.login(login).await?
         }
         "refresh_token" => {
-            let presented = match req.refresh_token {
-                Some(token) => token,
-                None if use_cookie => cookie::refresh_token(&headers)
-                    .ok_or_else(|| Error::InvalidRequest("no refresh token in the request or its cookie".into()))?,
+            let (presented, from_cookie) = match req.refresh_token {
+                Some(token) => (token, false),
+                None if use_cookie => match cookie::refresh_token(&headers) {
+                    Ok(Some(token)) => (token, true),
+                    Ok(None) => {
+                        return Err(Error::InvalidRequest(
+                            "no refresh token in the request or its cookie".into(),
+                        ))
+                    }
+                    Err(e) => return Ok(cookie::cleared(e.into_response())),
+                },
                 None => return Err(Error::InvalidRequest("refresh_token is required".into())),
             };
-            state
+            match state
                 .sessions
                 .refresh(&presented, &Meta::user(info.ip, info.user_agent))
-                .await?
+                .await
+            {
+                Ok(answer) => answer,
+                // A cookie that no longer works is taken away.
+                Err(e @ Error::InvalidGrant(_)) if from_cookie => return Ok(cookie::cleared(e.into_response())),
+                Err(e) => return Err(e),
+            }
         }
         _ => return Err(Error::UnsupportedGrantType),
     };
@@ -104,7 +117,13 @@ async fn token(
         return Ok(no_store(answer));
     }
     // Cookie mode: the refresh token goes into the cookie, not the body.
-    let set_cookie = cookie::set(&answer.refresh_token, state.refresh_cookie_max_age)
+    let now = state.sessions.now();
+    let max_age = answer
+        .session_ends_at
+        .map(|ends| (ends - now).unsigned_abs())
+        .unwrap_or(state.refresh_cookie_max_age)
+        .min(state.refresh_cookie_max_age);
+    let set_cookie = cookie::set(&answer.refresh_token, max_age)
         .ok_or_else(|| Error::Internal("refresh token is not a valid cookie value".into()))?;
     let mut body = serde_json::to_value(&answer).map_err(|e| Error::Internal(e.to_string()))?;
     if let Some(fields) = body.as_object_mut() {
@@ -130,7 +149,11 @@ async fn revoke(
 ) -> Result<Response> {
     let use_cookie = cookie::requested(&headers)?;
     let token = match (req.token, use_cookie) {
-        (None, true) => cookie::refresh_token(&headers),
+        // Duplicates: revoke neither (one may be planted), clear both.
+        (None, true) => match cookie::refresh_token(&headers) {
+            Ok(token) => token,
+            Err(e) => return Ok(cookie::cleared(e.into_response())),
+        },
         (token, _) => Some(token_param(token)?),
     };
     if let Some(token) = token {
@@ -145,7 +168,7 @@ async fn revoke(
 
 async fn introspect(
     State(state): State<AppState>,
-    _client: ServiceClient,
+    _client: Introspector,
     OAuthBody(req): OAuthBody<TokenParam>,
 ) -> Result<Response> {
     let token = token_param(req.token)?;

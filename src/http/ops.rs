@@ -16,11 +16,21 @@ use crate::store::Backend;
 /// Each store gets this long to answer a readiness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// `with_metrics`: false when `/metrics` has a listener of its own.
+pub fn router(with_metrics: bool) -> Router<AppState> {
+    let router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    if with_metrics {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    }
+}
+
+/// Only `/metrics`, for `AUTHD_METRICS_LISTEN`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(state)
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -15,7 +15,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use super::extract::ServiceClient;
+use super::extract::FeedClient;
 use super::AppState;
 use crate::error::{Error, Result};
 use crate::session::events::FeedEntry;
@@ -30,14 +30,14 @@ pub fn router() -> Router<AppState> {
         .route("/v1/revocations/stream", get(stream_revocations))
 }
 
-async fn snapshot(State(state): State<AppState>, ServiceClient(_client): ServiceClient) -> Json<Value> {
+async fn snapshot(State(state): State<AppState>, FeedClient(_client): FeedClient) -> Json<Value> {
     let snapshot = state.sessions.revocations().snapshot();
     Json(json!({ "revoked": snapshot.entries, "cursor": snapshot.cursor }))
 }
 
 async fn stream_revocations(
     State(state): State<AppState>,
-    ServiceClient(_client): ServiceClient,
+    FeedClient(_client): FeedClient,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     let last_event_id = match headers.get("last-event-id") {

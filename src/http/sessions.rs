@@ -2,12 +2,13 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{AppJson, AuthUser, ClientInfo, IdSegment, ServiceClient};
+use super::extract::{AdminClient, AppJson, AuthUser, ClientInfo, IdSegment};
 use super::AppState;
 use crate::domain::{RevokeReason, SessionId, UserId};
 use crate::error::{Error, Result};
@@ -89,7 +90,13 @@ async fn revoke_others(
     Ok(Json(json!({ "revoked": revoked })))
 }
 
-async fn logout(State(state): State<AppState>, AuthUser(auth): AuthUser, info: ClientInfo) -> Result<StatusCode> {
+async fn logout(
+    State(state): State<AppState>,
+    AuthUser(auth): AuthUser,
+    info: ClientInfo,
+    headers: axum::http::HeaderMap,
+) -> Result<Response> {
+    let use_cookie = super::cookie::requested(&headers)?;
     state
         .sessions
         .revoke_session(
@@ -99,12 +106,18 @@ async fn logout(State(state): State<AppState>, AuthUser(auth): AuthUser, info: C
             &info.as_user(),
         )
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let response = StatusCode::NO_CONTENT.into_response();
+    // The session is over: a browser in cookie mode drops its refresh cookie too.
+    Ok(if use_cookie {
+        super::cookie::cleared(response)
+    } else {
+        response
+    })
 }
 
 async fn admin_list(
     State(state): State<AppState>,
-    ServiceClient(client): ServiceClient,
+    AdminClient(client): AdminClient,
     info: ClientInfo,
     IdSegment(id): IdSegment,
 ) -> Result<Json<Value>> {
@@ -125,7 +138,7 @@ async fn admin_list(
 
 async fn admin_revoke_all(
     State(state): State<AppState>,
-    ServiceClient(client): ServiceClient,
+    AdminClient(client): AdminClient,
     info: ClientInfo,
     IdSegment(id): IdSegment,
 ) -> Result<Json<Value>> {
@@ -136,7 +149,7 @@ async fn admin_revoke_all(
 
 async fn admin_events(
     State(state): State<AppState>,
-    ServiceClient(_client): ServiceClient,
+    AdminClient(_client): AdminClient,
     IdSegment(id): IdSegment,
 ) -> Result<Json<Value>> {
     let user: UserId = parse_id(&id, "user")?;

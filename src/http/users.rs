@@ -30,7 +30,7 @@ async fn register(
     info: ClientInfo,
     AppJson(req): AppJson<Registration>,
 ) -> Result<impl IntoResponse> {
-    state.register_limit.check()?;
+    state.register_limit.check(info.ip_addr())?;
     let user = state
         .sessions
         .register(&req.email, req.password, &info.as_user())

@@ -87,9 +87,23 @@ impl SessionService {
             .get_user(user)
             .await?
             .ok_or(Error::InvalidToken("the user of this token no longer exists"))?;
-        if !self.hasher.verify(current, Some(record.password_hash)).await? {
+        // A stolen access token must not buy unlimited password guesses: the
+        // attempt is counted (atomically, before verifying) against the
+        // user's own limit, the pair limit of logins.
+        let attempt = self.begin_password_check(user).await?;
+        let verified = match self.hasher.verify(current, Some(record.password_hash)).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.give_back_password_check(attempt).await;
+                return Err(e);
+            }
+        };
+        if !verified {
+            self.audit("password_change_failed", Some(user), Some(current_session), None, meta)
+                .await;
             return Err(Error::WrongPassword);
         }
+        self.give_back_password_check(attempt).await;
         let new_hash = self.hasher.hash(new).await?;
         let revocation = self.revocation(RevokeReason::PasswordChanged, meta, self.clock.now());
         let revoked = self

@@ -65,29 +65,21 @@ impl SessionService {
         let password = Password::presented(std::mem::take(&mut req.password))
             .ok_or_else(|| Error::InvalidRequest("password is too long".into()))?;
 
-        // An unknown or malformed username still costs one hash verification,
-        // so the answer and its timing match a wrong password.
-        self.check_login_allowed(&req.username, req.ip.as_deref()).await?;
-        let user = match Email::parse(&req.username) {
-            Ok(email) => self.store.find_user_by_email(&email.normalized()).await?,
-            Err(_) => None,
-        };
-        let password_for_rehash = password.clone();
-        let verified = self
-            .hasher
-            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
-            .await?;
-        let user = match user {
-            Some(user) if verified => user,
-            _ => {
-                metrics::counter!("authd_logins_total", "outcome" => "failure").increment(1);
-                self.record_login_failure(&req.username, req.ip.as_deref()).await;
-                let meta = Meta::user(req.ip.clone(), req.user_agent.clone());
-                self.audit("login_failed", user.map(|u| u.id), None, None, &meta).await;
-                return Err(Error::InvalidGrant(BAD_CREDENTIALS));
+        // Counted before anything is checked, so concurrent guesses cannot
+        // all slip under a limit.
+        let mut attempt = self.begin_attempt(&req.username, req.ip.as_deref()).await?;
+        let checked = self.check_credentials(&mut attempt, &req, password).await;
+        let (user, password_for_rehash) = match checked {
+            Ok(found) => {
+                self.attempt_succeeded(attempt).await;
+                found
+            }
+            Err(e @ Error::InvalidGrant(_)) => return Err(e),
+            Err(e) => {
+                self.attempt_undecided(attempt).await;
+                return Err(e);
             }
         };
-        self.record_login_success(&req.username, req.ip.as_deref()).await;
 
         let now = self.clock.now();
         if self.hasher.needs_rehash(&user.password_hash) {
@@ -108,8 +100,45 @@ impl SessionService {
             expires_in,
             refresh_token: refresh.into_string(),
             session_id: session.id,
+            session_ends_at: Some(session.expires_at),
             scope: session.scope,
         })
+    }
+
+    /// The user whose password this is, or `invalid_grant` alike for a
+    /// wrong password and an unknown user.
+    async fn check_credentials(
+        &self,
+        attempt: &mut super::throttle::Attempt,
+        req: &LoginRequest,
+        password: Password,
+    ) -> Result<(crate::store::UserRecord, Password)> {
+        // An unknown or malformed username still costs one hash verification,
+        // so the answer and its timing match a wrong password.
+        let user = match Email::parse(&req.username) {
+            Ok(email) => self.store.find_user_by_email(&email.normalized()).await?,
+            Err(_) => None,
+        };
+        self.attempt_account(attempt, &req.username, user.as_ref().map(|u| u.id), req.ip.as_deref())
+            .await?;
+        let password_for_rehash = password.clone();
+        let verified = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
+        match user {
+            Some(user) if verified => Ok((user, password_for_rehash)),
+            _ => {
+                metrics::counter!("authd_logins_total", "outcome" => "failure").increment(1);
+                let meta = Meta::user(req.ip.clone(), req.user_agent.clone());
+                // Failures for unknown users belong to nobody's trail: one
+                // source may only add a bounded number of them.
+                if user.is_some() || self.may_audit_unknown_user_failure(req.ip.as_deref()).await {
+                    self.audit("login_failed", user.map(|u| u.id), None, None, &meta).await;
+                }
+                Err(Error::InvalidGrant(BAD_CREDENTIALS))
+            }
+        }
     }
 
     /// Stores a hash with the current argon2 parameters; a failure only

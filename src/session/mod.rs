@@ -13,6 +13,7 @@ use crate::auth::password::PasswordHasher;
 use crate::clock::Clock;
 use crate::domain::{RevokeReason, SessionId, UserId};
 use crate::error::{Error, Result};
+use crate::store::counters::CounterStore;
 use crate::store::{CacheLookup, DurableStore, Revocation, Revoked, SessionCache, SessionRecord};
 
 pub mod account;
@@ -52,6 +53,10 @@ pub struct TokenResponse {
     pub session_id: SessionId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// When the session ends unless refreshed again (never past its absolute
+    /// end): the refresh cookie lives no longer. Not part of the answer body.
+    #[serde(skip)]
+    pub session_ends_at: Option<OffsetDateTime>,
 }
 
 /// A verified bearer token whose session is live.
@@ -83,7 +88,7 @@ pub struct SessionService {
     pub(crate) policy: Policy,
     pub(crate) rng: SystemRandom,
     pub(crate) throttle: throttle::ThrottlePolicy,
-    pub(crate) counters: throttle::Counters,
+    pub(crate) counters: Arc<dyn CounterStore>,
     pub(crate) users: moka::future::Cache<UserId, account::UserView>,
     pub(crate) revocations: Arc<events::Revocations>,
 }
@@ -110,13 +115,17 @@ impl SessionService {
         hasher: PasswordHasher,
         clock: Arc<dyn Clock>,
         policy: Policy,
-        throttle: throttle::ThrottlePolicy,
+        lockouts: throttle::Lockouts,
     ) -> Self {
         let Stores {
             store,
             cache,
             revocations,
         } = stores;
+        let throttle::Lockouts {
+            policy: throttle,
+            counters,
+        } = lockouts;
         SessionService {
             store,
             cache,
@@ -126,7 +135,7 @@ impl SessionService {
             policy,
             rng: SystemRandom::new(),
             throttle,
-            counters: throttle::Counters::default(),
+            counters,
             users: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(300))
@@ -153,7 +162,10 @@ impl SessionService {
 
     /// Signs the access token of a session at `now`.
     fn access_token(&self, session: &SessionRecord, now: OffsetDateTime) -> Result<(String, i64)> {
-        let exp = (now + secs(self.policy.access_ttl)).min(session.absolute_expires_at);
+        // Never past the session's idle end as of this login or refresh, nor its absolute end.
+        let exp = (now + secs(self.policy.access_ttl))
+            .min(now + secs(self.policy.idle_ttl))
+            .min(session.absolute_expires_at);
         let claims = AccessClaims {
             iss: self.tokens.issuer.clone(),
             sub: session.user_id,

@@ -110,7 +110,11 @@ impl SessionService {
                 .grace_ciphertext
                 .as_deref()
                 .and_then(|sealed| grace::open(presented, s.id, s.refresh_generation, sealed))
-                .and_then(|plain| serde_json::from_slice::<TokenResponse>(&plain).ok());
+                .and_then(|plain| serde_json::from_slice::<TokenResponse>(&plain).ok())
+                .map(|response| TokenResponse {
+                    session_ends_at: Some(s.expires_at),
+                    ..response
+                });
             if let Some(response) = replay {
                 return (RefreshDecision::NoChange, Outcome::Replayed(response));
             }
@@ -130,6 +134,7 @@ impl SessionService {
         let s = &c.session;
         let next = RefreshToken::generate(&self.rng)?;
         let (access_token, expires_in) = self.access_token(s, now)?;
+        let expires_at = (now + secs(self.policy.idle_ttl)).min(s.absolute_expires_at);
         let response = TokenResponse {
             access_token,
             token_type: "Bearer".into(),
@@ -137,13 +142,14 @@ impl SessionService {
             refresh_token: next.expose().to_string(),
             session_id: s.id,
             scope: s.scope.clone(),
+            session_ends_at: Some(expires_at),
         };
         let plain = serde_json::to_vec(&response).map_err(|e| Error::Internal(format!("encode: {e}")))?;
         let sealed = grace::seal(&self.rng, presented, s.id, s.refresh_generation + 1, &plain)?;
         let decision = RefreshDecision::Rotate {
             new_hash: next.hash(),
             last_used_at: now,
-            expires_at: (now + secs(self.policy.idle_ttl)).min(s.absolute_expires_at),
+            expires_at,
             grace_ciphertext: sealed,
         };
         Ok((decision, response))

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{CacheLookup, Counter, RevocationSource, SessionCache, StoreError, StoreResult};
+use super::{CacheLookup, RevocationSource, SessionCache, StoreError, StoreResult};
 use crate::domain::{SessionId, UserId};
 
 /// How often an untrusted cache is probed.
@@ -228,29 +228,5 @@ impl SessionCache for GuardedCache {
 
     async fn identity(&self) -> StoreResult<Option<String>> {
         self.0.inner.identity().await
-    }
-
-    async fn hit(&self, key: &str, window: Duration) -> StoreResult<Counter> {
-        if !self.is_trusted() {
-            return self.open_circuit();
-        }
-        let result = self.0.inner.hit(key, window).await;
-        self.check(result)
-    }
-
-    async fn peek(&self, key: &str) -> StoreResult<Counter> {
-        if !self.is_trusted() {
-            return self.open_circuit();
-        }
-        let result = self.0.inner.peek(key).await;
-        self.check(result)
-    }
-
-    async fn clear(&self, key: &str) -> StoreResult<()> {
-        if !self.is_trusted() {
-            return self.open_circuit();
-        }
-        let result = self.0.inner.clear(key).await;
-        self.check(result)
     }
 }

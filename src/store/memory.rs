@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use moka::future::Cache;
 use moka::Expiry;
 
-use super::{Backend, CacheLookup, Counter, SessionCache, StoreResult};
+use super::{Backend, CacheLookup, SessionCache, StoreResult};
 use crate::domain::{SessionId, UserId};
 
 #[derive(Clone, Debug)]
@@ -28,27 +28,8 @@ impl Expiry<SessionId, Entry> for EntryTtl {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Count {
-    count: u64,
-    ends: Instant,
-}
-
-struct CountTtl;
-
-impl Expiry<String, Count> for CountTtl {
-    fn expire_after_create(&self, _: &String, value: &Count, now: Instant) -> Option<Duration> {
-        Some(value.ends.saturating_duration_since(now))
-    }
-
-    fn expire_after_update(&self, _: &String, value: &Count, now: Instant, _: Option<Duration>) -> Option<Duration> {
-        Some(value.ends.saturating_duration_since(now))
-    }
-}
-
 pub struct MemoryCache {
     entries: Cache<SessionId, Entry>,
-    counters: Cache<String, Count>,
 }
 
 impl MemoryCache {
@@ -58,21 +39,7 @@ impl MemoryCache {
                 .max_capacity(max_entries)
                 .expire_after(EntryTtl)
                 .build(),
-            counters: Cache::builder()
-                .max_capacity(max_entries)
-                .expire_after(CountTtl)
-                .build(),
         }
-    }
-}
-
-fn counter_of(c: Option<Count>, now: Instant) -> Counter {
-    match c {
-        Some(c) if c.ends > now => Counter {
-            count: c.count,
-            remaining: c.ends - now,
-        },
-        _ => Counter::default(),
     }
 }
 
@@ -134,37 +101,6 @@ impl SessionCache for MemoryCache {
         }
         Ok(())
     }
-
-    async fn hit(&self, key: &str, window: Duration) -> StoreResult<Counter> {
-        let now = Instant::now();
-        let entry = self
-            .counters
-            .entry(key.to_string())
-            .and_compute_with(|current| async move {
-                let next = match current.map(|c| c.into_value()) {
-                    Some(c) if c.ends > now => Count {
-                        count: c.count + 1,
-                        ends: c.ends,
-                    },
-                    _ => Count {
-                        count: 1,
-                        ends: now + window,
-                    },
-                };
-                moka::ops::compute::Op::Put(next)
-            })
-            .await;
-        Ok(counter_of(entry.into_entry().map(|e| e.into_value()), now))
-    }
-
-    async fn peek(&self, key: &str) -> StoreResult<Counter> {
-        Ok(counter_of(self.counters.get(key).await, Instant::now()))
-    }
-
-    async fn clear(&self, key: &str) -> StoreResult<()> {
-        self.counters.invalidate(key).await;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -187,19 +123,5 @@ mod tests {
         cache.mark_revoked(&[sid], Duration::from_secs(60)).await.unwrap();
         cache.put_live(sid, uid, 10, Duration::from_secs(60)).await.unwrap();
         assert_eq!(cache.get(sid).await.unwrap(), CacheLookup::Revoked);
-    }
-
-    #[tokio::test]
-    async fn counters_count_within_a_window() {
-        let cache = MemoryCache::new(100);
-        let w = Duration::from_millis(200);
-        assert_eq!(cache.hit("k", w).await.unwrap().count, 1);
-        assert_eq!(cache.hit("k", w).await.unwrap().count, 2);
-        assert_eq!(cache.peek("k").await.unwrap().count, 2);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(cache.peek("k").await.unwrap().count, 0);
-        assert_eq!(cache.hit("k", w).await.unwrap().count, 1);
-        cache.clear("k").await.unwrap();
-        assert_eq!(cache.peek("k").await.unwrap().count, 0);
     }
 }

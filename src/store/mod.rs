@@ -1,6 +1,7 @@
 //! Storage behind two narrow interfaces, chosen at startup:
 //! - [`DurableStore`]: the source of truth (Postgres, or SQLite embedded);
-//! - [`SessionCache`]: a rebuildable cache of session liveness (Redis, or in-process).
+//! - [`SessionCache`]: a rebuildable cache of session liveness (Redis, or in-process);
+//! - [`counters::CounterStore`]: lockout counters (Redis, or in-process).
 //!
 //! Every change of a session's lifecycle is also a row of the durable
 //! store's append-only event log, written in the same transaction.
@@ -13,6 +14,7 @@ use time::OffsetDateTime;
 
 use crate::domain::{Actor, RevokeReason, SessionId, TokenHash, UserId};
 
+pub mod counters;
 pub mod guarded;
 pub mod memory;
 pub mod postgres;
@@ -30,6 +32,10 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Bound of one cleanup batch: background work, so not held to the request
+/// bound (`AUTHD_DB_TIMEOUT`), but still bounded.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct UserRecord {
@@ -275,8 +281,17 @@ pub trait DurableStore: Send + Sync {
     ) -> StoreResult<Option<SessionRecord>>;
     /// Deletes up to `batch` sessions that expired or were revoked before
     /// `cutoff`; each one that expired unrevoked gets a `session_expired`
-    /// event (at `now`) in the same transaction.
+    /// event (at `now`) in the same transaction. Bounded by
+    /// [`CLEANUP_TIMEOUT`], not the request bound.
     async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, now: OffsetDateTime, batch: i64) -> StoreResult<u64>;
+
+    /// Whether `user` has a session from `ip` used (logged in or refreshed)
+    /// at or after `since`: the durable proof that the IP is the owner's.
+    async fn ip_used_since(&self, user: UserId, ip: &str, since: OffsetDateTime) -> StoreResult<bool>;
+
+    /// Deletes up to `batch` audit events older than `cutoff`, oldest first.
+    /// Bounded by [`CLEANUP_TIMEOUT`], not the request bound.
+    async fn delete_audit_before(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64>;
 
     /// Appends to the audit trail.
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
@@ -328,20 +343,6 @@ pub trait SessionCache: Send + Sync {
     async fn identity(&self) -> StoreResult<Option<String>> {
         Ok(None)
     }
-
-    /// Counts one event under `key` in a fixed window that starts with the
-    /// key's first event; returns the count and the time left in the window.
-    async fn hit(&self, key: &str, window: Duration) -> StoreResult<Counter>;
-    /// The count under `key` without adding to it.
-    async fn peek(&self, key: &str) -> StoreResult<Counter>;
-    async fn clear(&self, key: &str) -> StoreResult<()>;
-}
-
-/// A windowed event count (rate limits, failed logins).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counter {
-    pub count: u64,
-    pub remaining: Duration,
 }
 
 /// The revocations a cache must hold before it is trusted: the event log

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{
     AuditEvent, Backend, Decide, DurableStore, EventBatch, EventCursor, EventKind, EventStart, RefreshCandidate,
     RefreshDecision, Revocation, Revoked, SessionEvent, SessionRecord, StoreError, StoreResult, UserRecord,
+    CLEANUP_TIMEOUT,
 };
 use crate::config::SecretUrl;
 use crate::domain::{Actor, RevokeReason, SessionId, TokenHash, UserId};
@@ -250,6 +251,16 @@ impl PgStore {
     }
 
     /// Bounds every call: a hung server must not hang a request.
+    /// Like `bounded`, with the cleanup bound (the pool may also wait that long).
+    async fn cleanup_bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
+        match tokio::time::timeout(CLEANUP_TIMEOUT, work).await {
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "postgres cleanup batch did not finish within {CLEANUP_TIMEOUT:?}"
+            ))),
+        }
+    }
+
     async fn bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
         match tokio::time::timeout(self.timeout, work).await {
             Ok(result) => result.map_err(classify),
@@ -575,25 +586,81 @@ impl DurableStore for PgStore {
     }
 
     async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, now: OffsetDateTime, batch: i64) -> StoreResult<u64> {
-        let (deleted,): (i64,) = self
-            .bounded(
-                sqlx::query_as(
+        // Two index scans (expiry, revocation) rather than one OR that may
+        // scan the whole table on every batch.
+        self.cleanup_bounded(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(&format!(
+                "SET LOCAL statement_timeout = {}",
+                CLEANUP_TIMEOUT.as_millis()
+            ))
+            .execute(&mut *tx)
+            .await?;
+            let mut deleted = 0;
+            for column in ["expires_at", "revoked_at"] {
+                let left = batch - deleted as i64;
+                if left <= 0 {
+                    break;
+                }
+                let (gone,): (i64,) = sqlx::query_as(&format!(
                     "WITH gone AS ( \
-                       DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
-                         WHERE expires_at < $1 OR revoked_at < $1 LIMIT $3) \
+                       DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE {column} < $1 LIMIT $3) \
                        RETURNING id, user_id, revoked_at), \
                      logged AS ( \
                        INSERT INTO session_events (kind, session_id, user_id, at) \
                        SELECT 'session_expired', id, user_id, $2 FROM gone WHERE revoked_at IS NULL) \
-                     SELECT count(*) FROM gone",
-                )
+                     SELECT count(*) FROM gone"
+                ))
                 .bind(cutoff)
                 .bind(now)
-                .bind(batch)
+                .bind(left)
+                .fetch_one(&mut *tx)
+                .await?;
+                deleted += gone as u64;
+            }
+            tx.commit().await?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn delete_audit_before(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64> {
+        self.cleanup_bounded(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(&format!(
+                "SET LOCAL statement_timeout = {}",
+                CLEANUP_TIMEOUT.as_millis()
+            ))
+            .execute(&mut *tx)
+            .await?;
+            let deleted = sqlx::query(
+                "DELETE FROM audit_events WHERE id IN \
+                 (SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2)",
+            )
+            .bind(cutoff)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn ip_used_since(&self, user: UserId, ip: &str, since: OffsetDateTime) -> StoreResult<bool> {
+        let (known,): (bool,) = self
+            .bounded(
+                sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM sessions WHERE user_id = $1 AND ip = $2 AND last_used_at >= $3)",
+                )
+                .bind(user.0)
+                .bind(ip)
+                .bind(since)
                 .fetch_one(&self.pool),
             )
             .await?;
-        Ok(deleted as u64)
+        Ok(known)
     }
 
     async fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {

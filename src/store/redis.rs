@@ -15,7 +15,8 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::Script;
 
-use super::{Backend, CacheLookup, Counter, SessionCache, StoreError, StoreResult};
+use super::counters::{Counter, CounterStore, Take};
+use super::{Backend, CacheLookup, SessionCache, StoreError, StoreResult};
 use crate::config::SecretUrl;
 use crate::domain::{SessionId, UserId};
 
@@ -67,24 +68,32 @@ enum Target {
     Cluster(ClusterClient),
 }
 
-/// INCR with the window set on the first event; returns count and ms left.
-const HIT: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return {n, redis.call('PTTL', KEYS[1])}
+/// Counts one event unless the limit is reached, in one atomic step. The
+/// window end is kept in the entry on the service clock (`now` is an
+/// argument), so time stays a parameter; the key's TTL only collects garbage.
+/// KEYS[1]; ARGV: limit, window ms, now ms. Returns {taken 0/1, count, ms left}.
+const TAKE: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'n', 'e')
+local n, e = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+local limit, window, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if e <= now then n = 0; e = now + window end
+if n >= limit then return {0, n, e - now} end
+n = n + 1
+redis.call('HSET', KEYS[1], 'n', n, 'e', e)
+redis.call('PEXPIRE', KEYS[1], e - now + 1000)
+return {1, n, e - now}
 ";
 
-const PEEK: &str = r"
-local n = redis.call('GET', KEYS[1])
-if not n then return {0, 0} end
-return {tonumber(n), redis.call('PTTL', KEYS[1])}
+/// Takes back one event of a window still running. KEYS[1]; ARGV: now ms.
+const GIVE_BACK: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'n', 'e')
+local n, e = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+if n > 0 and e > tonumber(ARGV[1]) then redis.call('HINCRBY', KEYS[1], 'n', -1) end
+return 0
 ";
 
-fn counter(raw: (u64, i64)) -> Counter {
-    Counter {
-        count: raw.0,
-        remaining: Duration::from_millis(raw.1.max(0) as u64),
-    }
+fn unix_millis(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 pub struct RedisCache {
@@ -94,8 +103,8 @@ pub struct RedisCache {
     prefix: String,
     timeout: Duration,
     put_live: Script,
-    hit: Script,
-    peek: Script,
+    take: Script,
+    give_back: Script,
     description: String,
 }
 
@@ -130,8 +139,8 @@ impl RedisCache {
             prefix: prefix.to_string(),
             timeout,
             put_live: Script::new(PUT_LIVE),
-            hit: Script::new(HIT),
-            peek: Script::new(PEEK),
+            take: Script::new(TAKE),
+            give_back: Script::new(GIVE_BACK),
             description: format!("redis:{}", url.redacted()),
         };
         if let Err(e) = cache.connection().await {
@@ -141,7 +150,7 @@ impl RedisCache {
     }
 
     fn counter_key(&self, key: &str) -> String {
-        format!("{}c:{}", self.prefix, key)
+        format!("{}k:{}", self.prefix, key)
     }
 
     fn key(&self, id: SessionId) -> String {
@@ -303,25 +312,45 @@ impl SessionCache for RedisCache {
         let info: String = self.bounded(redis::cmd("INFO").query_async(&mut conn)).await?;
         Ok(Some(server_identity(&info)))
     }
+}
 
-    async fn hit(&self, key: &str, window: Duration) -> StoreResult<Counter> {
-        let mut conn = self.connection().await?;
-        let mut invocation = self.hit.key(self.counter_key(key));
-        invocation.arg(window.as_millis().max(1) as u64);
-        self.bounded(invocation.invoke_async::<(u64, i64)>(&mut conn))
-            .await
-            .map(counter)
+#[async_trait]
+impl CounterStore for RedisCache {
+    fn describe(&self) -> String {
+        self.description.clone()
     }
 
-    async fn peek(&self, key: &str) -> StoreResult<Counter> {
+    async fn take(&self, key: &str, limit: u64, window: Duration, now: time::OffsetDateTime) -> StoreResult<Take> {
         let mut conn = self.connection().await?;
-        let invocation = self.peek.key(self.counter_key(key));
-        self.bounded(invocation.invoke_async::<(u64, i64)>(&mut conn))
-            .await
-            .map(counter)
+        let mut invocation = self.take.key(self.counter_key(key));
+        invocation
+            .arg(limit)
+            .arg(window.as_millis().max(1) as u64)
+            .arg(unix_millis(now));
+        let (taken, count, left) = self
+            .bounded(invocation.invoke_async::<(u8, u64, i64)>(&mut conn))
+            .await?;
+        let counter = Counter {
+            count,
+            remaining: Duration::from_millis(left.max(0) as u64),
+        };
+        Ok(if taken == 1 {
+            Take::Taken(counter)
+        } else {
+            Take::Refused(counter)
+        })
     }
 
-    async fn clear(&self, key: &str) -> StoreResult<()> {
+    async fn give_back(&self, key: &str, now: time::OffsetDateTime) -> StoreResult<()> {
+        let mut conn = self.connection().await?;
+        let mut invocation = self.give_back.key(self.counter_key(key));
+        invocation.arg(unix_millis(now));
+        self.bounded(invocation.invoke_async::<i64>(&mut conn))
+            .await
+            .map(|_| ())
+    }
+
+    async fn clear(&self, key: &str, _now: time::OffsetDateTime) -> StoreResult<()> {
         let mut conn = self.connection().await?;
         self.bounded(
             redis::cmd("DEL")

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::{
     AuditEvent, Backend, Decide, DurableStore, EventBatch, EventCursor, EventKind, EventStart, RefreshCandidate,
     RefreshDecision, Revocation, Revoked, SessionEvent, SessionRecord, StoreError, StoreResult, UserRecord,
+    CLEANUP_TIMEOUT,
 };
 use crate::domain::{Actor, RevokeReason, SessionId, TokenHash, UserId};
 
@@ -249,6 +250,16 @@ impl SqliteStore {
             timeout,
             description: format!("sqlite:{}", path.display()),
         })
+    }
+
+    /// Like `bounded`, with the cleanup bound.
+    async fn cleanup_bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
+        match tokio::time::timeout(CLEANUP_TIMEOUT, work).await {
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "sqlite cleanup batch did not finish within {CLEANUP_TIMEOUT:?}"
+            ))),
+        }
     }
 
     async fn bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> StoreResult<T> {
@@ -581,30 +592,69 @@ impl DurableStore for SqliteStore {
     }
 
     async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, now: OffsetDateTime, batch: i64) -> StoreResult<u64> {
-        self.bounded(async {
+        // Two index scans (expiry, revocation) rather than one OR.
+        self.cleanup_bounded(async {
             let mut tx = self.pool.begin().await?;
-            let gone: Vec<(Uuid, Uuid, Option<i64>)> = sqlx::query_as(
-                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
-                 WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2) RETURNING id, user_id, revoked_at",
-            )
-            .bind(micros(cutoff))
-            .bind(batch)
-            .fetch_all(&mut *tx)
-            .await?;
-            for (id, user, _) in gone.iter().filter(|(_, _, revoked_at)| revoked_at.is_none()) {
-                sqlx::query(
-                    "INSERT INTO session_events (kind, session_id, user_id, at) VALUES ('session_expired', ?1, ?2, ?3)",
-                )
-                .bind(id)
-                .bind(user)
-                .bind(micros(now))
-                .execute(&mut *tx)
+            let mut deleted = 0;
+            for column in ["expires_at", "revoked_at"] {
+                let left = batch - deleted as i64;
+                if left <= 0 {
+                    break;
+                }
+                let gone: Vec<(Uuid, Uuid, Option<i64>)> = sqlx::query_as(&format!(
+                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE {column} < ?1 LIMIT ?2) \
+                     RETURNING id, user_id, revoked_at"
+                ))
+                .bind(micros(cutoff))
+                .bind(left)
+                .fetch_all(&mut *tx)
                 .await?;
+                for (id, user, _) in gone.iter().filter(|(_, _, revoked_at)| revoked_at.is_none()) {
+                    sqlx::query(
+                        "INSERT INTO session_events (kind, session_id, user_id, at) VALUES ('session_expired', ?1, ?2, ?3)",
+                    )
+                    .bind(id)
+                    .bind(user)
+                    .bind(micros(now))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                deleted += gone.len() as u64;
             }
             tx.commit().await?;
-            Ok(gone.len() as u64)
+            Ok(deleted)
         })
         .await
+    }
+
+    async fn delete_audit_before(&self, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64> {
+        let result = self
+            .cleanup_bounded(
+                sqlx::query(
+                    "DELETE FROM audit_events WHERE id IN \
+                     (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                )
+                .bind(micros(cutoff))
+                .bind(batch)
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn ip_used_since(&self, user: UserId, ip: &str, since: OffsetDateTime) -> StoreResult<bool> {
+        let (known,): (bool,) = self
+            .bounded(
+                sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM sessions WHERE user_id = ?1 AND ip = ?2 AND last_used_at >= ?3)",
+                )
+                .bind(user.0)
+                .bind(ip)
+                .bind(micros(since))
+                .fetch_one(&self.pool),
+            )
+            .await?;
+        Ok(known)
     }
 
     async fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {

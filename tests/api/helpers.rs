@@ -9,7 +9,9 @@ use std::time::Duration;
 use authd::app::Application;
 use authd::auth::keys::{self, KeyAlg};
 use authd::clock::ShiftedClock;
-use authd::config::{Argon2Config, EventsConfig, KeysConfig, LimitsConfig, SecretUrl, ServeConfig, StoreConfig};
+use authd::config::{
+    Argon2Config, EdgeConfig, EventsConfig, KeysConfig, LimitsConfig, SecretUrl, ServeConfig, StoreConfig,
+};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -71,6 +73,9 @@ pub struct Options {
     pub db_timeout: Duration,
     pub limits: LimitsConfig,
     pub events: EventsConfig,
+    pub edge: EdgeConfig,
+    /// `AUTHD_CLIENTS` (default: `SVC_ID:SVC_SECRET`).
+    pub clients: Option<String>,
 }
 
 impl Default for Options {
@@ -93,18 +98,24 @@ impl Default for Options {
                 lockout: Duration::from_secs(900),
                 token_rate: 0,
                 register_rate: 0,
+                token_rate_per_ip: 0,
+                register_rate_per_ip: 0,
             },
             events: EventsConfig {
                 retention: Duration::from_secs(7 * 86400),
                 follower_max_lag: Duration::from_secs(2),
                 follower_poll: Duration::from_millis(500),
             },
+            edge: EdgeConfig::default(),
+            clients: None,
         }
     }
 }
 
 pub struct TestApp {
     pub base: String,
+    /// The `/metrics` listener, when `AUTHD_METRICS_LISTEN` is set.
+    pub metrics_base: Option<String>,
     pub http: reqwest::Client,
     pub clock: Arc<ShiftedClock>,
     pub state: authd::http::AppState,
@@ -185,7 +196,12 @@ impl TestApp {
             session_max_ttl: Duration::from_secs(90 * 86400),
             refresh_grace: options.refresh_grace,
             clock_skew: Duration::from_secs(2),
-            clients: format!("{SVC_ID}:{SVC_SECRET}").parse().unwrap(),
+            clients: options
+                .clients
+                .clone()
+                .unwrap_or_else(|| format!("{SVC_ID}:{SVC_SECRET}"))
+                .parse()
+                .unwrap(),
             argon2: Argon2Config {
                 m_kib: options.argon2_m_kib,
                 t: 2,
@@ -195,15 +211,18 @@ impl TestApp {
             hash_queue: options.hash_queue,
             limits: options.limits.clone(),
             events: options.events.clone(),
+            edge: options.edge.clone(),
             cors_origins: vec!["https://app.example.org".into()],
             migrate_on_start: true,
             cleanup_interval: Duration::ZERO,
             cleanup_retention: Duration::from_secs(7 * 86400),
+            audit_retention: Duration::from_secs(90 * 86400),
             request_timeout: Duration::from_secs(10),
         };
         let clock = Arc::new(ShiftedClock::default());
         let app = Application::build(config, clock.clone()).await.expect("app builds");
         let addr = app.local_addr().unwrap();
+        let metrics_base = app.metrics_addr().map(|a| format!("http://{a}"));
         let state = app.state().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async move {
@@ -211,6 +230,7 @@ impl TestApp {
         }));
         TestApp {
             base: format!("http://{addr}"),
+            metrics_base,
             http: reqwest::Client::builder()
                 .user_agent("authd-tests/1.0")
                 .build()

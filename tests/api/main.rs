@@ -22,6 +22,7 @@ mod openapi;
 mod ops;
 mod refresh;
 mod revocation;
+mod security;
 mod sessions;
 mod tokens;
 mod users;
