@@ -70,6 +70,10 @@ pub struct Options {
     pub keys_dir: Option<PathBuf>,
     pub db_timeout: Duration,
     pub limits: LimitsConfig,
+    /// AUTHD_KEY_PUBLISH_DELAY (default: max-age + skew).
+    pub key_publish_delay: Option<Duration>,
+    pub key_reload_interval: Duration,
+    pub access_ttl: Duration,
 }
 
 impl Default for Options {
@@ -85,6 +89,9 @@ impl Default for Options {
             redis_prefix: None,
             keys_dir: None,
             db_timeout: Duration::from_secs(3),
+            key_publish_delay: None,
+            key_reload_interval: Duration::from_secs(10),
+            access_ttl: Duration::from_secs(900),
             limits: LimitsConfig {
                 failures_per_account_ip: 5,
                 failures_per_ip: 50,
@@ -169,12 +176,14 @@ impl TestApp {
             keys: KeysConfig {
                 keys_dir,
                 alg: options.alg,
+                publish_delay: options.key_publish_delay,
+                reload_interval: options.key_reload_interval,
             },
             listen: "127.0.0.1:0".parse().unwrap(),
             issuer: Some("http://authd.test".into()),
             audience: "authd-test".into(),
             default_client_id: "web".into(),
-            access_ttl: Duration::from_secs(900),
+            access_ttl: options.access_ttl,
             session_idle_ttl: Duration::from_secs(30 * 86400),
             session_max_ttl: Duration::from_secs(90 * 86400),
             refresh_grace: options.refresh_grace,

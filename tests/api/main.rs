@@ -10,6 +10,7 @@ mod binary;
 mod cleanup;
 mod faults;
 mod introspection;
+mod keys;
 mod login;
 mod openapi;
 mod ops;

@@ -1,0 +1,476 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Validation;
+use time::OffsetDateTime;
+use tokio::task::AbortHandle;
+
+use crate::error::{BuildError, Redacted, VerifyError};
+use crate::jwks::KeyStore;
+use crate::metrics as m;
+use crate::revocation::{Feed, RevocationSet};
+use crate::Claims;
+
+/// Longest token accepted (authd's own bound).
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// Options of a [`Verifier`]; every method documents its default.
+#[must_use]
+pub struct VerifierBuilder {
+    issuer: String,
+    audiences: Vec<String>,
+    client: Option<(String, String)>,
+    skew: Duration,
+    max_staleness: Duration,
+    introspection_fallback: bool,
+    revocation_feed: bool,
+    jwks_refresh: Duration,
+    min_refetch: Duration,
+    http_timeout: Duration,
+    cache_entries: u64,
+    http: Option<reqwest::Client>,
+}
+
+impl std::fmt::Debug for VerifierBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifierBuilder")
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .field("client_id", &self.client.as_ref().map(|c| c.0.as_str()))
+            .field(
+                "client_secret",
+                &Redacted(self.client.as_ref().map_or("", |c| c.1.as_str())),
+            )
+            .field("skew", &self.skew)
+            .field("max_staleness", &self.max_staleness)
+            .field("introspection_fallback", &self.introspection_fallback)
+            .field("revocation_feed", &self.revocation_feed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifierBuilder {
+    fn new(issuer: impl Into<String>) -> Self {
+        VerifierBuilder {
+            issuer: issuer.into().trim_end_matches('/').to_string(),
+            audiences: Vec::new(),
+            client: None,
+            skew: Duration::from_secs(2),
+            max_staleness: Duration::from_secs(10),
+            introspection_fallback: false,
+            revocation_feed: true,
+            jwks_refresh: Duration::from_secs(60),
+            min_refetch: Duration::from_secs(1),
+            http_timeout: Duration::from_secs(5),
+            cache_entries: 100_000,
+            http: None,
+        }
+    }
+
+    /// An accepted `aud` (call again for more). Required: authd's
+    /// `AUTHD_AUDIENCE`.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// The service client (from authd's `AUTHD_CLIENTS`) that reads the
+    /// revocation feed and, if enabled, introspection. Required unless
+    /// [`VerifierBuilder::without_revocation_feed`].
+    pub fn client_credentials(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.client = Some((id.into(), secret.into()));
+        self
+    }
+
+    /// Clock skew allowed on `exp`, `nbf` and `iat`. Default: 2 s.
+    pub fn clock_skew(mut self, skew: Duration) -> Self {
+        self.skew = skew;
+        self
+    }
+
+    /// How long the revocation feed may be silent (no event, no heartbeat)
+    /// before `verify` stops trusting its set. Default: 10 s.
+    pub fn max_staleness(mut self, max: Duration) -> Self {
+        self.max_staleness = max;
+        self
+    }
+
+    /// While the feed is stale, ask authd's introspection endpoint (one
+    /// round trip per verification) instead of failing with
+    /// [`VerifyError::RevocationFeedStale`]. Default: off (fail closed).
+    pub fn introspection_fallback(mut self, enabled: bool) -> Self {
+        self.introspection_fallback = enabled;
+        self
+    }
+
+    /// Verify signatures and claims only: revoked sessions stay accepted
+    /// until their tokens expire. Default: the feed is followed.
+    pub fn without_revocation_feed(mut self) -> Self {
+        self.revocation_feed = false;
+        self
+    }
+
+    /// How often the JWKS is fetched in the background; keep it at most
+    /// authd's JWKS `max-age` (5 min) so publish-before-sign holds.
+    /// Default: 60 s.
+    pub fn jwks_refresh_interval(mut self, every: Duration) -> Self {
+        self.jwks_refresh = every;
+        self
+    }
+
+    /// Shortest gap between two JWKS fetches caused by unknown `kid`s.
+    /// Default: 1 s.
+    pub fn unknown_kid_refetch_interval(mut self, gap: Duration) -> Self {
+        self.min_refetch = gap;
+        self
+    }
+
+    /// Bound on each HTTP call to authd (discovery, JWKS, snapshot,
+    /// introspection, stream connect). Default: 5 s.
+    pub fn http_timeout(mut self, timeout: Duration) -> Self {
+        self.http_timeout = timeout;
+        self
+    }
+
+    /// Verified tokens remembered (each costs one signature check once).
+    /// Default: 100 000.
+    pub fn cache_capacity(mut self, entries: u64) -> Self {
+        self.cache_entries = entries;
+        self
+    }
+
+    /// Use this HTTP client (for TLS roots, proxies). Default: a new one.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Discovers the JWKS from the RFC 8414 metadata, loads it, loads the
+    /// revocation snapshot (waiting at most the HTTP timeout; until it
+    /// loads, `verify` fails closed), and starts the background tasks. They
+    /// stop when the last clone of the [`Verifier`] is dropped.
+    pub async fn build(self) -> Result<Verifier, BuildError> {
+        if self.audiences.is_empty() {
+            return Err(BuildError::Config("an audience is required".into()));
+        }
+        if self.revocation_feed && self.client.is_none() {
+            return Err(BuildError::Config(
+                "client_credentials are required to follow the revocation feed (or call without_revocation_feed)"
+                    .into(),
+            ));
+        }
+        if self.introspection_fallback && self.client.is_none() {
+            return Err(BuildError::Config("introspection needs client_credentials".into()));
+        }
+        if self.jwks_refresh.is_zero() {
+            return Err(BuildError::Config("the JWKS refresh interval must be positive".into()));
+        }
+        let http = match self.http {
+            Some(client) => client,
+            None => reqwest::Client::builder()
+                .connect_timeout(self.http_timeout)
+                .build()
+                .map_err(|e| BuildError::Config(e.to_string()))?,
+        };
+        let metadata_uri = format!("{}/.well-known/oauth-authorization-server", self.issuer);
+        let metadata: serde_json::Value = http
+            .get(&metadata_uri)
+            .timeout(self.http_timeout)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| BuildError::Discovery(format!("GET {metadata_uri}: {e}")))?
+            .json()
+            .await
+            .map_err(|e| BuildError::Discovery(format!("GET {metadata_uri}: {e}")))?;
+        let found = metadata["issuer"].as_str().unwrap_or_default();
+        if found.trim_end_matches('/') != self.issuer {
+            return Err(BuildError::IssuerMismatch {
+                expected: self.issuer,
+                found: found.to_string(),
+            });
+        }
+        let field = |name: &str| {
+            metadata[name]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| BuildError::Discovery(format!("metadata has no {name}")))
+        };
+        let jwks_uri = field("jwks_uri")?;
+        let introspection_uri = if self.introspection_fallback {
+            Some(field("introspection_endpoint")?)
+        } else {
+            None
+        };
+        let keys = Arc::new(KeyStore::new(
+            jwks_uri,
+            http.clone(),
+            self.http_timeout,
+            self.min_refetch,
+        ));
+        keys.refresh().await.map_err(BuildError::Discovery)?;
+
+        let revocations = Arc::new(RevocationSet::new(self.skew));
+        let mut tasks = Vec::new();
+        {
+            let keys = keys.clone();
+            let every = self.jwks_refresh;
+            tasks.push(
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(every);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    tick.tick().await;
+                    loop {
+                        tick.tick().await;
+                        if let Err(e) = keys.refresh().await {
+                            tracing::warn!(error = %e, "JWKS refresh failed; keeping the keys we have");
+                        }
+                    }
+                })
+                .abort_handle(),
+            );
+        }
+        if let (true, Some((id, secret))) = (self.revocation_feed, &self.client) {
+            let feed = Feed {
+                set: revocations.clone(),
+                http: http.clone(),
+                snapshot_uri: format!("{}/v1/revocations", self.issuer),
+                stream_uri: format!("{}/v1/revocations/stream", self.issuer),
+                client_id: id.clone(),
+                client_secret: secret.clone(),
+                timeout: self.http_timeout,
+            };
+            let cursor = match feed.load_snapshot().await {
+                Ok(cursor) => Some(cursor),
+                Err(e) => {
+                    tracing::warn!(error = %e, "revocation snapshot not loaded yet; verify fails closed until it is");
+                    None
+                }
+            };
+            tasks.push(tokio::spawn(feed.run(cursor)).abort_handle());
+            tasks.push(tokio::spawn(crate::revocation::maintain(revocations.clone())).abort_handle());
+        }
+        let verified = moka::sync::Cache::builder()
+            .max_capacity(self.cache_entries)
+            .time_to_idle(Duration::from_secs(3600))
+            .build();
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                issuer: self.issuer,
+                audiences: self.audiences,
+                skew: self.skew.as_secs() as i64,
+                max_staleness: self.max_staleness,
+                keys,
+                revocations: self.revocation_feed.then_some(revocations),
+                introspection: introspection_uri.zip(self.client),
+                http,
+                http_timeout: self.http_timeout,
+                verified,
+                tasks,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    issuer: String,
+    audiences: Vec<String>,
+    skew: i64,
+    max_staleness: Duration,
+    keys: Arc<KeyStore>,
+    revocations: Option<Arc<RevocationSet>>,
+    /// Introspection endpoint and client credentials, when the fallback is on.
+    introspection: Option<(String, (String, String))>,
+    http: reqwest::Client,
+    http_timeout: Duration,
+    /// Exact token text → its verified claims. Keyed by the whole token
+    /// (equality, not a digest): a hit proves these bytes were verified.
+    verified: moka::sync::Cache<Arc<str>, Arc<Claims>>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Verifies authd access tokens. Cheap to clone; clones share the JWKS,
+/// the token cache and the revocation set.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("issuer", &self.inner.issuer)
+            .field("audiences", &self.inner.audiences)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// Starts configuring a verifier for tokens of `issuer` (authd's
+    /// `AUTHD_ISSUER`, e.g. `https://auth.example.org`).
+    pub fn builder(issuer: impl Into<String>) -> VerifierBuilder {
+        VerifierBuilder::new(issuer)
+    }
+
+    /// Checks an access token: signature under the published key its `kid`
+    /// names (that key's algorithm only), `typ: at+jwt`, `iss`, `aud`,
+    /// `exp`/`nbf`/`iat` with skew, the required claims, and that its
+    /// session is not revoked. `jku`, `x5u`, `jwk` and `x5c` headers are
+    /// never used. A token verified before costs no signature check; its
+    /// time and session checks run on every call.
+    pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        let inner = &*self.inner;
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(VerifyError::Malformed);
+        }
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = match inner.verified.get(token) {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.verify_signature_and_claims(token).await?);
+                inner.verified.insert(Arc::from(token), claims.clone());
+                claims
+            }
+        };
+        self.check_times(&claims, now)?;
+        self.check_session(token, &claims, now).await?;
+        Ok((*claims).clone())
+    }
+
+    fn check_times(&self, claims: &Claims, now: i64) -> Result<(), VerifyError> {
+        let skew = self.inner.skew;
+        if claims.exp + skew <= now {
+            return Err(VerifyError::Expired);
+        }
+        if claims.nbf - skew > now || claims.iat - skew > now {
+            return Err(VerifyError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    async fn check_session(&self, token: &str, claims: &Claims, now: i64) -> Result<(), VerifyError> {
+        let Some(set) = &self.inner.revocations else {
+            return Ok(());
+        };
+        let fresh = set.silence().is_some_and(|s| s <= self.inner.max_staleness);
+        if fresh {
+            return if set.is_revoked(&claims.sid, now) {
+                Err(VerifyError::SessionRevoked)
+            } else {
+                Ok(())
+            };
+        }
+        match &self.inner.introspection {
+            Some(endpoint) => self.introspect(endpoint, token).await,
+            None => Err(VerifyError::RevocationFeedStale),
+        }
+    }
+
+    async fn introspect(
+        &self,
+        (uri, (id, secret)): &(String, (String, String)),
+        token: &str,
+    ) -> Result<(), VerifyError> {
+        let outcome = async {
+            let response = self
+                .inner
+                .http
+                .post(uri)
+                .basic_auth(id, Some(secret))
+                .form(&[("token", token), ("token_type_hint", "access_token")])
+                .timeout(self.inner.http_timeout)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| e.to_string())?;
+            let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+            Ok::<bool, String>(body["active"] == true)
+        }
+        .await;
+        match outcome {
+            Ok(true) => {
+                metrics::counter!(m::INTROSPECTIONS, "outcome" => "active").increment(1);
+                Ok(())
+            }
+            Ok(false) => {
+                metrics::counter!(m::INTROSPECTIONS, "outcome" => "inactive").increment(1);
+                Err(VerifyError::SessionRevoked)
+            }
+            Err(e) => {
+                metrics::counter!(m::INTROSPECTIONS, "outcome" => "error").increment(1);
+                tracing::warn!(error = %e, "introspection fallback failed");
+                Err(VerifyError::RevocationFeedStale)
+            }
+        }
+    }
+
+    async fn verify_signature_and_claims(&self, token: &str) -> Result<Claims, VerifyError> {
+        let inner = &*self.inner;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        let typ_ok = header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
+        if !typ_ok {
+            return Err(VerifyError::WrongType);
+        }
+        let kid = header.kid.as_deref().ok_or(VerifyError::UnknownKey)?;
+        let key = match inner.keys.get(kid) {
+            Some(key) => key,
+            None => inner
+                .keys
+                .refetch_for_unknown(kid)
+                .await
+                .ok_or(VerifyError::UnknownKey)?,
+        };
+        if header.alg != key.alg {
+            return Err(VerifyError::WrongAlgorithm);
+        }
+        let mut validation = Validation::new(key.alg);
+        validation.algorithms = vec![key.alg];
+        // Times are checked by `check_times` with our skew, on every use.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&inner.issuer]);
+        validation.set_audience(&inner.audiences);
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                    VerifyError::Malformed
+                }
+                _ => VerifyError::Invalid,
+            }
+        })?;
+        if data.claims.sid.is_empty() {
+            return Err(VerifyError::Invalid);
+        }
+        Ok(data.claims)
+    }
+
+    /// Seconds the revocation feed has been silent (`None`: never heard,
+    /// or the feed is off).
+    pub fn feed_silence(&self) -> Option<Duration> {
+        self.inner.revocations.as_ref().and_then(|s| s.silence())
+    }
+
+    /// Sessions currently in the revocation set.
+    pub fn revoked_sessions(&self) -> usize {
+        self.inner.revocations.as_ref().map_or(0, |s| s.len())
+    }
+
+    /// Keys in the cached JWKS.
+    pub fn known_keys(&self) -> usize {
+        self.inner.keys.len()
+    }
+}
