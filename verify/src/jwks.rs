@@ -2,21 +2,57 @@
 //! fetch at a time that no caller waits for under a lock.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 
 use crate::metrics as m;
 
+/// The algorithms authd signs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Alg {
+    EdDSA,
+    ES256,
+    RS256,
+}
+
+impl Alg {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Alg::EdDSA => "EdDSA",
+            Alg::ES256 => "ES256",
+            Alg::RS256 => "RS256",
+        }
+    }
+}
+
+enum PublicKey {
+    /// Parsed once (EVP_PKEY), not per signature.
+    Parsed(ParsedPublicKey),
+    Rsa(RsaPublicKeyComponents<Vec<u8>>),
+}
+
 /// A published key: the `kid` pins the algorithm.
 pub(crate) struct VerifyKey {
-    pub alg: Algorithm,
-    pub key: DecodingKey,
+    pub alg: Alg,
+    key: PublicKey,
+}
+
+impl VerifyKey {
+    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match &self.key {
+            PublicKey::Parsed(key) => key.verify_sig(message, signature).is_ok(),
+            PublicKey::Rsa(key) => key
+                .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, signature)
+                .is_ok(),
+        }
+    }
 }
 
 type Fetch = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -35,34 +71,41 @@ pub(crate) struct KeyStore {
     last_fetch: Mutex<Option<Instant>>,
 }
 
-/// An algorithm this crate accepts from a JWK: asymmetric only (an `HS*`
-/// entry would let the public JWKS mint tokens).
-fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
-    if let Some(declared) = jwk.common.key_algorithm {
-        let alg = Algorithm::from_str(&declared.to_string()).ok()?;
-        let family_ok = matches!(
-            (&jwk.algorithm, alg),
-            (AlgorithmParameters::OctetKeyPair(_), Algorithm::EdDSA)
-                | (
-                    AlgorithmParameters::EllipticCurve(_),
-                    Algorithm::ES256 | Algorithm::ES384
-                )
-                | (
-                    AlgorithmParameters::RSA(_),
-                    Algorithm::RS256
-                        | Algorithm::RS384
-                        | Algorithm::RS512
-                        | Algorithm::PS256
-                        | Algorithm::PS384
-                        | Algorithm::PS512
-                )
-        );
-        return family_ok.then_some(alg);
-    }
-    // Without `alg` only curves that name one algorithm are usable.
+/// The key of a JWK, if it is one authd can have signed with: Ed25519
+/// (EdDSA), P-256 (ES256) or RSA (RS256, `alg` required). A declared `alg`
+/// must fit the key type; symmetric keys are never accepted (an `HS*` entry
+/// would let the public JWKS mint tokens).
+fn key_of(jwk: &Jwk) -> Option<VerifyKey> {
+    let declared = jwk.common.key_algorithm.map(|a| a.to_string());
+    let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).ok();
+    let fits = |alg: Alg| declared.as_deref().is_none_or(|d| d == alg.name());
     match &jwk.algorithm {
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Some(Algorithm::EdDSA),
-        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Some(Algorithm::ES256),
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 && fits(Alg::EdDSA) => {
+            let key = ParsedPublicKey::new(&signature::ED25519, b64(&p.x)?).ok()?;
+            Some(VerifyKey {
+                alg: Alg::EdDSA,
+                key: PublicKey::Parsed(key),
+            })
+        }
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 && fits(Alg::ES256) => {
+            let (x, y) = (b64(&p.x)?, b64(&p.y)?);
+            if x.len() != 32 || y.len() != 32 {
+                return None;
+            }
+            let point = [&[4u8][..], &x, &y].concat();
+            let key = ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).ok()?;
+            Some(VerifyKey {
+                alg: Alg::ES256,
+                key: PublicKey::Parsed(key),
+            })
+        }
+        AlgorithmParameters::RSA(p) if declared.as_deref() == Some("RS256") => Some(VerifyKey {
+            alg: Alg::RS256,
+            key: PublicKey::Rsa(RsaPublicKeyComponents {
+                n: b64(&p.n)?,
+                e: b64(&p.e)?,
+            }),
+        }),
         _ => None,
     }
 }
@@ -82,11 +125,11 @@ pub(crate) fn parse_jwks(body: &[u8]) -> Result<HashMap<String, Arc<VerifyKey>>,
         {
             continue;
         }
-        let (Some(alg), Ok(key)) = (algorithm_of(jwk), DecodingKey::from_jwk(jwk)) else {
+        let Some(key) = key_of(jwk) else {
             tracing::debug!(kid, "JWKS entry skipped: unsupported key");
             continue;
         };
-        keys.insert(kid, Arc::new(VerifyKey { alg, key }));
+        keys.insert(kid, Arc::new(key));
     }
     Ok(keys)
 }
@@ -197,6 +240,6 @@ mod tests {
         ]});
         let keys = parse_jwks(body.to_string().as_bytes()).unwrap();
         assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["e"]);
-        assert_eq!(keys["e"].alg, Algorithm::EdDSA);
+        assert_eq!(keys["e"].alg, Alg::EdDSA);
     }
 }

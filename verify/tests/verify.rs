@@ -108,7 +108,7 @@ async fn the_same_rules_as_authd() {
                     URL_SAFE_NO_PAD.encode(Signer::claims(&iss, 60).to_string())
                 )
             },
-            VerifyError::Malformed,
+            VerifyError::WrongAlgorithm,
         ),
         (
             "alg not the key's",

@@ -15,6 +15,9 @@ pub const SVC_ID: &str = "svc";
 pub const SVC_SECRET: &str = "svc-secret-0123456789";
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const AUDIENCE: &str = "authd-test";
+/// The issuer every process of a Postgres deployment shares (the name of
+/// the deployment, not any one process's address).
+pub const ISSUER: &str = "http://authd.test";
 
 /// Builds the `authd` binary once per test process and returns its path.
 pub fn authd_binary() -> PathBuf {
@@ -94,11 +97,13 @@ impl Site {
         }
     }
 
-    /// Another process of the same Postgres deployment as `self` (or the
-    /// first one when `shared` is None): same database, Redis prefix and keys.
+    /// One process of a Postgres deployment: same database, Redis prefix,
+    /// keys and issuer ([`ISSUER`]) as its siblings.
     pub fn postgres(database: &str, prefix: &str, keys_dir: &Path, extra: &[(&str, &str)]) -> Site {
         let mut site = Site::embedded(extra);
+        site.env.retain(|(k, _)| k != "AUTHD_ISSUER");
         site.env.extend([
+            ("AUTHD_ISSUER".to_string(), ISSUER.to_string()),
             ("DATABASE_URL".to_string(), database.to_string()),
             ("REDIS_URL".to_string(), redis_url()),
             ("AUTHD_REDIS_PREFIX".to_string(), prefix.to_string()),
