@@ -344,3 +344,36 @@ async fn a_rotation_across_two_processes_refuses_no_valid_token() {
     }
     eprintln!("rotation: {minted} tokens minted, {checks} checks, none refused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_keys_directory_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("AUTHD_KEY_RELOAD_INTERVAL", "0"), ("AUTHD_KEY_PUBLISH_DELAY", "0")];
+    let authd = crate::binary::Authd::start(dir.path(), &env);
+    let http = reqwest::Client::new();
+    let kids = || async {
+        let jwks: Value = http
+            .get(format!("{}/.well-known/jwks.json", authd.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jwks["keys"].as_array().unwrap().len()
+    };
+    assert_eq!(kids().await, 1);
+    authd_in(dir.path(), &["keys", "rotate"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(kids().await, 1, "no periodic reload configured");
+    let pid = authd.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let sent = Instant::now();
+    while kids().await != 2 {
+        assert!(
+            sent.elapsed() < Duration::from_secs(1),
+            "SIGHUP did not reload the keys"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -429,11 +430,15 @@ impl Verifier {
     }
 
     async fn verify_signature_and_claims(&self, token: &str) -> Result<Claims, VerifyError> {
+        // Borrowed where the JSON has no escapes, owned where it has.
         #[derive(serde::Deserialize)]
         struct Header<'a> {
-            alg: &'a str,
-            typ: Option<&'a str>,
-            kid: Option<&'a str>,
+            #[serde(borrow)]
+            alg: Cow<'a, str>,
+            #[serde(borrow)]
+            typ: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            kid: Option<Cow<'a, str>>,
         }
         let inner = &*self.inner;
         let mut parts = token.split('.');
@@ -447,11 +452,12 @@ impl Verifier {
         let header: Header<'_> = serde_json::from_slice(&header_json).map_err(|_| VerifyError::Malformed)?;
         let typ_ok = header
             .typ
+            .as_deref()
             .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
         if !typ_ok {
             return Err(VerifyError::WrongType);
         }
-        let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
+        let kid = header.kid.as_deref().ok_or(VerifyError::UnknownKey)?;
         let key = match inner.keys.get(kid) {
             Some(key) => key,
             None => inner
