@@ -471,11 +471,6 @@ impl KeySet {
         self.signer_index(now).map(|i| self.keys[i].as_ref())
     }
 
-    /// The key that signs now (kept for callers without a clock at hand).
-    pub fn active(&self) -> Option<&SigningKey> {
-        self.signer(OffsetDateTime::now_utc())
-    }
-
     pub fn status(&self, index: usize, now: OffsetDateTime) -> KeyStatus {
         let Some(signer) = self.signer_index(now) else {
             return KeyStatus::Expired;

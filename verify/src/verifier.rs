@@ -7,6 +7,7 @@ use base64::Engine;
 use time::OffsetDateTime;
 use tokio::task::AbortHandle;
 
+use crate::cache::TokenCache;
 use crate::error::{BuildError, Redacted, VerifyError};
 use crate::jwks::KeyStore;
 use crate::metrics as m;
@@ -268,9 +269,7 @@ impl VerifierBuilder {
             tasks.push(tokio::spawn(feed.run(cursor)).abort_handle());
             tasks.push(tokio::spawn(crate::revocation::maintain(revocations.clone())).abort_handle());
         }
-        // Size-bounded only: an expired entry fails its time check anyway,
-        // and per-entry expiry bookkeeping would slow every insert.
-        let verified = moka::sync::Cache::builder().max_capacity(self.cache_entries).build();
+        let verified = TokenCache::new(self.cache_entries);
         Ok(Verifier {
             inner: Arc::new(Inner {
                 issuer: self.issuer,
@@ -302,7 +301,7 @@ struct Inner {
     http_timeout: Duration,
     /// Exact token text → its verified claims. Keyed by the whole token
     /// (equality, not a digest): a hit proves these bytes were verified.
-    verified: moka::sync::Cache<Arc<str>, Arc<Claims>>,
+    verified: TokenCache,
     tasks: Vec<AbortHandle>,
 }
 
@@ -353,7 +352,7 @@ impl Verifier {
             Some(claims) => claims,
             None => {
                 let claims = Arc::new(self.verify_signature_and_claims(token).await?);
-                inner.verified.insert(Arc::from(token), claims.clone());
+                inner.verified.insert(token, claims.clone(), now, inner.skew);
                 claims
             }
         };
