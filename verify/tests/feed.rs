@@ -32,8 +32,33 @@ impl Deployment {
         deployment
     }
 
+    fn name(&self) -> String {
+        self.database.rsplit('/').next().unwrap_or_default().to_string()
+    }
+
     fn site(&self, extra: &[(&str, &str)]) -> Site {
         Site::postgres(&self.database, &self.prefix, Path::new(self.keys.path()), extra)
+    }
+}
+
+impl Drop for Deployment {
+    /// Its processes are gone by now (declared after it, dropped before).
+    fn drop(&mut self) {
+        let name = self.name();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&common::database_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
     }
 }
 
