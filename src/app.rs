@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::auth::jwt::TokenIssuer;
-use crate::auth::keys::{self, KeySet};
+use crate::auth::keys::{self, KeySet, KeyTiming};
 use crate::auth::password::PasswordHasher;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServeConfig, StoreConfig};
@@ -87,6 +87,8 @@ pub struct Application {
     cleanup_retention: Duration,
     audit_retention: Duration,
     connection_limits: ConnectionLimits,
+    keys_dir: std::path::PathBuf,
+    key_reload_interval: Duration,
 }
 
 impl Application {
@@ -114,7 +116,10 @@ impl Application {
         guarded.settle(Duration::from_secs(1)).await;
         let cache: Arc<dyn SessionCache> = Arc::new(guarded);
 
-        let overlap = config.access_ttl + config.clock_skew;
+        let overlap = KeyTiming {
+            publish_delay: config.keys.publish_delay(config.clock_skew),
+            overlap: config.access_ttl + config.clock_skew,
+        };
         let mut key_set = KeySet::load_or_empty(&config.keys.keys_dir, overlap)?;
         if key_set.is_empty() {
             if !embedded {
@@ -127,7 +132,10 @@ impl Application {
             tracing::warn!(kid, dir = %config.keys.keys_dir.display(), "no signing key found; generated a development key");
             key_set = KeySet::load(&config.keys.keys_dir, overlap)?;
         }
-        let active = key_set.active().map(|k| k.alg.to_string()).unwrap_or_default();
+        let active = key_set
+            .signer(clock.now())
+            .map(|k| k.alg.to_string())
+            .unwrap_or_default();
         tracing::info!(
             "store={} cache={} keys={} ({} key{}, {})",
             store.describe(),
@@ -226,6 +234,8 @@ impl Application {
                 idle_timeout: config.edge.idle_timeout,
                 max_connections: config.edge.max_connections,
             },
+            keys_dir: config.keys.keys_dir.clone(),
+            key_reload_interval: config.keys.reload_interval,
         })
     }
 
@@ -264,10 +274,60 @@ impl Application {
         }))
     }
 
+    /// Re-reads the keys directory every reload interval and on SIGHUP.
+    fn spawn_key_reload(&self) -> JoinHandle<()> {
+        let sessions = self.state.sessions.clone();
+        let (dir, interval) = (self.keys_dir.clone(), self.key_reload_interval);
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let mut ticker = tokio::time::interval(if interval.is_zero() {
+                Duration::from_secs(365 * 86400)
+            } else {
+                interval
+            });
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                #[cfg(unix)]
+                let signalled = async {
+                    match hangup.as_mut() {
+                        Some(s) => {
+                            s.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let signalled = std::future::pending::<()>();
+                let why = tokio::select! {
+                    _ = ticker.tick() => "interval",
+                    () = signalled => "SIGHUP",
+                };
+                match sessions.tokens().reload_keys(&dir).await {
+                    Ok(report) => {
+                        for problem in &report.failed {
+                            tracing::warn!(why, "key file not loaded: {problem}");
+                        }
+                        if report.changed() {
+                            tracing::info!(why, added = ?report.added, removed = ?report.removed, "signing keys reloaded");
+                        }
+                        metrics::counter!("authd_key_reloads_total", "outcome" => "ok").increment(1);
+                    }
+                    Err(e) => {
+                        tracing::warn!(why, error = %e, "keys directory not reloaded; keeping the keys loaded");
+                        metrics::counter!("authd_key_reloads_total", "outcome" => "error").increment(1);
+                    }
+                }
+            }
+        })
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting and gives
     /// in-flight requests a bounded time to finish.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let cleanup = self.spawn_cleanup();
+        let key_reload = self.spawn_key_reload();
         let addr = self.local_addr()?;
         tracing::info!(%addr, "authd listening");
         let metrics = self.metrics_listener.map(|listener| {
@@ -300,6 +360,7 @@ impl Application {
         if let Some(task) = metrics {
             task.abort();
         }
+        key_reload.abort();
         outcome
     }
 }

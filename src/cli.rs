@@ -5,7 +5,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use time::OffsetDateTime;
 
 use crate::app::{self, Application};
-use crate::auth::keys::{self, KeySet};
+use crate::auth::keys::{self, KeySet, KeyStatus, KeyTiming};
 use crate::config::{KeysConfig, ServeConfig, StoreConfig};
 
 #[derive(Parser, Debug)]
@@ -81,15 +81,19 @@ fn env_var_of(error: &clap::Error, args: &[String]) -> Option<String> {
     None
 }
 
-fn keys_overlap() -> std::time::Duration {
-    // Publication overlap follows the serve defaults unless configured.
-    let access = std::env::var("AUTHD_ACCESS_TTL")
-        .ok()
-        .and_then(|v| crate::config::parse_duration(&v).ok());
-    let skew = std::env::var("AUTHD_CLOCK_SKEW")
-        .ok()
-        .and_then(|v| crate::config::parse_duration(&v).ok());
-    access.unwrap_or(std::time::Duration::from_secs(900)) + skew.unwrap_or(std::time::Duration::from_secs(2))
+/// The timing `serve` would use: the same variables, the same defaults.
+fn keys_timing(config: &KeysConfig) -> KeyTiming {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| crate::config::parse_duration(&v).ok())
+            .unwrap_or(std::time::Duration::from_secs(default))
+    };
+    let skew = env("AUTHD_CLOCK_SKEW", 2);
+    KeyTiming {
+        publish_delay: config.publish_delay(skew),
+        overlap: env("AUTHD_ACCESS_TTL", 900) + skew,
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -127,7 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(KeysCommand::Generate(config)) => {
-            let existing = KeySet::load_or_empty(&config.keys_dir, keys_overlap())?;
+            let existing = KeySet::load_or_empty(&config.keys_dir, keys_timing(&config))?;
             if !existing.is_empty() {
                 anyhow::bail!(
                     "{} already holds {} key(s); use `authd keys rotate` to add a new signing key",
@@ -140,19 +144,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(KeysCommand::Rotate(config)) => {
-            let kid = keys::generate(&config.keys_dir, config.alg, OffsetDateTime::now_utc())?;
-            println!(
-                "{kid} ({}) now signs new tokens; restart authd processes to pick it up",
-                config.alg
-            );
-            let set = KeySet::load(&config.keys_dir, keys_overlap())?;
-            for line in keys::describe(&set, OffsetDateTime::now_utc()) {
+            let now = OffsetDateTime::now_utc();
+            let kid = keys::generate(&config.keys_dir, config.alg, now)?;
+            let set = KeySet::load(&config.keys_dir, keys_timing(&config))?;
+            let index = set.iter().position(|k| k.kid == kid).unwrap_or(0);
+            match set.status(index, now) {
+                KeyStatus::Published { signs_from } => println!(
+                    "{kid} ({}) is published now and signs from {} (running processes pick it up within AUTHD_KEY_RELOAD_INTERVAL, or at once on SIGHUP)",
+                    config.alg,
+                    signs_from.format(&time::format_description::well_known::Rfc3339)?
+                ),
+                _ => println!("{kid} ({}) now signs new tokens", config.alg),
+            }
+            for line in keys::describe(&set, now) {
                 println!("{line}");
             }
             Ok(())
         }
         Command::Keys(KeysCommand::List(config)) => {
-            let set = KeySet::load_or_empty(&config.keys_dir, keys_overlap())?;
+            let set = KeySet::load_or_empty(&config.keys_dir, keys_timing(&config))?;
             if set.is_empty() {
                 println!("no keys in {}", config.keys_dir.display());
             }

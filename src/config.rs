@@ -294,6 +294,34 @@ pub struct KeysConfig {
     /// Algorithm of newly generated keys: EdDSA, ES256 or RS256.
     #[arg(long, env = "AUTHD_ALG", default_value = "EdDSA")]
     pub alg: KeyAlg,
+
+    /// How long a new key is only published before it signs; default: the
+    /// JWKS max-age (5m) + AUTHD_CLOCK_SKEW. Every process must use the same.
+    #[arg(long, env = "AUTHD_KEY_PUBLISH_DELAY", value_parser = parse_duration)]
+    pub publish_delay: Option<Duration>,
+
+    /// How often `serve` re-reads the keys directory (also on SIGHUP; 0: only on SIGHUP).
+    #[arg(long, env = "AUTHD_KEY_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "10s")]
+    pub reload_interval: Duration,
+}
+
+impl KeysConfig {
+    /// The publish delay in force with this clock skew.
+    pub fn publish_delay(&self, clock_skew: Duration) -> Duration {
+        self.publish_delay
+            .unwrap_or_else(|| crate::auth::keys::KeyTiming::default_publish_delay(clock_skew))
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            keys_dir: PathBuf::from("./keys"),
+            alg: KeyAlg::EdDSA,
+            publish_delay: None,
+            reload_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The session event log and its follower.

@@ -176,12 +176,15 @@ async fn introspect(
     Ok(no_store(answer))
 }
 
+fn jwks_cache_control() -> HeaderValue {
+    let max_age = crate::auth::keys::JWKS_MAX_AGE.as_secs();
+    HeaderValue::from_str(&format!("public, max-age={max_age}")).unwrap_or(HeaderValue::from_static("no-cache"))
+}
+
 async fn jwks(State(state): State<AppState>) -> Response {
     let keys = state.sessions.tokens().keys().jwks(state.sessions.now());
     let mut response = Json(keys).into_response();
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(CACHE_CONTROL, jwks_cache_control());
     response
 }
 

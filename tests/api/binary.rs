@@ -257,10 +257,23 @@ fn key_commands_and_one_cleanup_pass() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("rotate"));
     std::thread::sleep(Duration::from_millis(1100));
     let rotated = run_ok(dir.path(), &["keys", "rotate"]);
-    assert!(rotated.contains("now signs new tokens"), "{rotated}");
+    assert!(rotated.contains("is published now and signs from"), "{rotated}");
     let list = run_ok(dir.path(), &["keys", "list"]);
     assert!(
-        list.contains("active") && list.contains("retiring (published until"),
+        list.contains("signing (signs new tokens since") && list.contains("published (in the JWKS; signs from"),
+        "{list}"
+    );
+    // With no publish delay the new key signs at once and the old one retires.
+    let out = Command::new(env!("CARGO_BIN_EXE_authd"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("AUTHD_KEY_PUBLISH_DELAY", "0")
+        .args(["keys", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("signing (signs new tokens since") && list.contains("retiring (published until"),
         "{list}"
     );
     #[cfg(unix)]

@@ -76,6 +76,10 @@ pub struct Options {
     pub edge: EdgeConfig,
     /// `AUTHD_CLIENTS` (default: `SVC_ID:SVC_SECRET`).
     pub clients: Option<String>,
+    /// AUTHD_KEY_PUBLISH_DELAY (default: max-age + skew).
+    pub key_publish_delay: Option<Duration>,
+    pub key_reload_interval: Duration,
+    pub access_ttl: Duration,
 }
 
 impl Default for Options {
@@ -91,6 +95,9 @@ impl Default for Options {
             redis_prefix: None,
             keys_dir: None,
             db_timeout: Duration::from_secs(3),
+            key_publish_delay: None,
+            key_reload_interval: Duration::from_secs(10),
+            access_ttl: Duration::from_secs(900),
             limits: LimitsConfig {
                 failures_per_account_ip: 5,
                 failures_per_ip: 50,
@@ -186,12 +193,14 @@ impl TestApp {
             keys: KeysConfig {
                 keys_dir,
                 alg: options.alg,
+                publish_delay: options.key_publish_delay,
+                reload_interval: options.key_reload_interval,
             },
             listen: "127.0.0.1:0".parse().unwrap(),
             issuer: Some("http://authd.test".into()),
             audience: "authd-test".into(),
             default_client_id: "web".into(),
-            access_ttl: Duration::from_secs(900),
+            access_ttl: options.access_ttl,
             session_idle_ttl: Duration::from_secs(30 * 86400),
             session_max_ttl: Duration::from_secs(90 * 86400),
             refresh_grace: options.refresh_grace,

@@ -17,6 +17,7 @@ mod events;
 mod faults;
 mod feed;
 mod introspection;
+mod keys;
 mod login;
 mod openapi;
 mod ops;
