@@ -2,7 +2,6 @@
 //! also reads its environment variable.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use time::OffsetDateTime;
 
 use crate::app::{self, Application};
 use crate::auth::keys::{self, KeySet, KeyStatus, KeyTiming};
@@ -139,12 +138,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     existing.len()
                 );
             }
-            let kid = keys::generate(&config.keys_dir, config.alg, OffsetDateTime::now_utc())?;
+            let kid = keys::generate(&config.keys_dir, config.alg, app::system_clock().now())?;
             println!("generated {kid} ({}) in {}", config.alg, config.keys_dir.display());
             Ok(())
         }
         Command::Keys(KeysCommand::Rotate(config)) => {
-            let now = OffsetDateTime::now_utc();
+            let now = app::system_clock().now();
             let kid = keys::generate(&config.keys_dir, config.alg, now)?;
             let set = KeySet::load(&config.keys_dir, keys_timing(&config))?;
             let index = set.iter().position(|k| k.kid == kid).unwrap_or(0);
@@ -166,7 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if set.is_empty() {
                 println!("no keys in {}", config.keys_dir.display());
             }
-            for line in keys::describe(&set, OffsetDateTime::now_utc()) {
+            for line in keys::describe(&set, app::system_clock().now()) {
                 println!("{line}");
             }
             Ok(())

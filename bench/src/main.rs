@@ -28,6 +28,9 @@
 //! Ed25519, redis-benchmark, pgbench), [`cpu`] (where the CPU time went),
 //! [`phases`] (the order of a run), [`report`] (the table and the targets).
 
+// A load tool measures wall-clock time by design.
+#![allow(clippy::disallowed_methods)]
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 

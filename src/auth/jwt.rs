@@ -171,6 +171,7 @@ impl TokenIssuer {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests time real signatures and make keys now
 mod tests {
     use std::time::Instant;
 

@@ -614,6 +614,7 @@ pub fn describe(set: &KeySet, now: OffsetDateTime) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests time real signatures and make keys now
 mod tests {
     use super::*;
 

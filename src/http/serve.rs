@@ -9,6 +9,9 @@
 //! Shutdown stops accepting, asks every connection to finish its request in
 //! flight and close, and waits (bounded by the caller) until all have.
 
+// Connection timeouts measure durations on the monotonic clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

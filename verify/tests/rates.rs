@@ -4,6 +4,9 @@
 //! (add `--config 'profile.dev.package.authd-verify.opt-level=2'` to
 //! measure optimised code).
 
+// Tests read the real clock for deadlines and token times.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::time::Instant;

@@ -2,6 +2,9 @@
 //! the token cache, unknown-kid refetch, the extractor and the layer, and
 //! the stale-feed behaviour (fail closed, or introspection).
 
+// Tests read the real clock for deadlines and token times.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::time::{Duration, Instant};
