@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::auth::keys::KeyAlg;
 use crate::domain::ClientCredentials;
+use crate::domain::KeyAlg;
 
 /// Parses `900`, `900s`, `15m`, `30d` and the like.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {

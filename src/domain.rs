@@ -548,3 +548,49 @@ impl fmt::Display for Actor {
         }
     }
 }
+
+/// A signing key's algorithm: the `kid` pins it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAlg {
+    EdDSA,
+    ES256,
+    RS256,
+}
+
+impl KeyAlg {
+    pub(crate) fn slug(self) -> &'static str {
+        match self {
+            KeyAlg::EdDSA => "eddsa",
+            KeyAlg::ES256 => "es256",
+            KeyAlg::RS256 => "rs256",
+        }
+    }
+
+    pub(crate) fn from_slug(s: &str) -> Option<Self> {
+        [KeyAlg::EdDSA, KeyAlg::ES256, KeyAlg::RS256]
+            .into_iter()
+            .find(|a| a.slug() == s)
+    }
+}
+
+impl fmt::Display for KeyAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyAlg::EdDSA => "EdDSA",
+            KeyAlg::ES256 => "ES256",
+            KeyAlg::RS256 => "RS256",
+        })
+    }
+}
+
+impl std::str::FromStr for KeyAlg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "eddsa" | "ed25519" => Ok(KeyAlg::EdDSA),
+            "es256" => Ok(KeyAlg::ES256),
+            "rs256" => Ok(KeyAlg::RS256),
+            _ => Err(format!("`{s}` is not one of EdDSA, ES256, RS256")),
+        }
+    }
+}

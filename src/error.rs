@@ -5,8 +5,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::store::StoreError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// RFC 6749 `invalid_request`: malformed or missing parameters.
@@ -105,15 +103,6 @@ impl Error {
             Error::RateLimited(_) => "too_many_requests",
             Error::Unavailable(_) => "temporarily_unavailable",
             Error::Internal(_) => "server_error",
-        }
-    }
-}
-
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(msg) => Error::Unavailable(msg),
-            StoreError::Other(msg) => Error::Internal(msg),
         }
     }
 }

@@ -9,7 +9,7 @@ use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::auth::keys::{KeySet, ReloadReport};
+use crate::auth::keys::{JwtAlgorithm, KeySet, ReloadReport};
 use crate::domain::{SessionId, UserId, MAX_TOKEN_LEN};
 use crate::error::{Error, Result};
 

@@ -15,7 +15,6 @@
 //! The first key of a directory (no predecessor) signs at once.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,55 +34,19 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 /// `Cache-Control: max-age` of the JWKS: how long a verifier may keep a copy.
 pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyAlg {
-    EdDSA,
-    ES256,
-    RS256,
+pub use crate::domain::KeyAlg;
+
+/// The jsonwebtoken algorithm a key's algorithm pins.
+pub trait JwtAlgorithm {
+    fn jwt(self) -> Algorithm;
 }
 
-impl KeyAlg {
-    pub fn jwt(self) -> Algorithm {
+impl JwtAlgorithm for KeyAlg {
+    fn jwt(self) -> Algorithm {
         match self {
             KeyAlg::EdDSA => Algorithm::EdDSA,
             KeyAlg::ES256 => Algorithm::ES256,
             KeyAlg::RS256 => Algorithm::RS256,
-        }
-    }
-
-    fn slug(self) -> &'static str {
-        match self {
-            KeyAlg::EdDSA => "eddsa",
-            KeyAlg::ES256 => "es256",
-            KeyAlg::RS256 => "rs256",
-        }
-    }
-
-    fn from_slug(s: &str) -> Option<Self> {
-        [KeyAlg::EdDSA, KeyAlg::ES256, KeyAlg::RS256]
-            .into_iter()
-            .find(|a| a.slug() == s)
-    }
-}
-
-impl fmt::Display for KeyAlg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KeyAlg::EdDSA => "EdDSA",
-            KeyAlg::ES256 => "ES256",
-            KeyAlg::RS256 => "RS256",
-        })
-    }
-}
-
-impl std::str::FromStr for KeyAlg {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "eddsa" | "ed25519" => Ok(KeyAlg::EdDSA),
-            "es256" => Ok(KeyAlg::ES256),
-            "rs256" => Ok(KeyAlg::RS256),
-            _ => Err(format!("`{s}` is not one of EdDSA, ES256, RS256")),
         }
     }
 }

@@ -33,6 +33,17 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Here rather than in `error`, so the ground floor has no cycle
+/// (`store` → `error`, never back).
+impl From<StoreError> for crate::error::Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(msg) => crate::error::Error::Unavailable(msg),
+            StoreError::Other(msg) => crate::error::Error::Internal(msg),
+        }
+    }
+}
+
 /// Bound of one cleanup batch: background work, so not held to the request
 /// bound (`AUTHD_DB_TIMEOUT`), but still bounded.
 pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
