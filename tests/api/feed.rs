@@ -10,7 +10,30 @@ use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::helpers::{Backend, Options, TestApp, PASSWORD, SVC_ID, SVC_SECRET};
+use crate::servers::PgServer;
 use crate::sse::{Frame, SseStream};
+
+/// The feed hands out events in commit order, so any write transaction
+/// still open anywhere in a Postgres cluster holds it back (by design).
+/// Tests that time the feed get a cluster of their own: other tests' long
+/// transactions on the shared one must not make them flaky.
+async fn feed_app(backend: Backend) -> (TestApp, Option<PgServer>) {
+    match backend {
+        Backend::Postgres => {
+            let server = PgServer::start();
+            let app = TestApp::spawn_with(
+                Backend::Postgres,
+                Options {
+                    database_url: Some(server.url()),
+                    ..Options::default()
+                },
+            )
+            .await;
+            (app, Some(server))
+        }
+        Backend::Embedded => (TestApp::spawn(backend).await, None),
+    }
+}
 
 both_backends!(
     the_feed_requires_a_service_client,
@@ -52,7 +75,7 @@ async fn the_feed_requires_a_service_client(backend: Backend) {
 }
 
 async fn the_snapshot_lists_every_revocation_with_its_reason(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _server) = feed_app(backend).await;
     let (email, current) = app.user_with_session().await;
     let mut expected = HashMap::new();
 
@@ -153,7 +176,7 @@ async fn the_snapshot_lists_every_revocation_with_its_reason(backend: Backend) {
 }
 
 async fn the_stream_delivers_in_a_second_and_resumes_after_any_cursor(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _server) = feed_app(backend).await;
     let (email, _) = app.user_with_session().await;
     let mut live = SseStream::open(&app, None).await;
     let before = snapshot(&app).await["cursor"].as_str().unwrap().to_string();
@@ -217,7 +240,7 @@ async fn a_quiet_stream_sends_a_heartbeat_every_five_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_on_one_process_sees_revocations_made_through_another() {
-    let one = TestApp::spawn(Backend::Postgres).await;
+    let (one, _server) = feed_app(Backend::Postgres).await;
     let two = TestApp::spawn_with(
         Backend::Postgres,
         Options {
