@@ -45,9 +45,14 @@ pub enum Error {
     /// Too many attempts; retry after this many seconds.
     #[error("too many attempts; retry in {0} s")]
     RateLimited(u64),
-    /// A store or the hashing pool cannot serve now; the client may retry.
+    /// A store cannot serve now; the client may retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The password hashing pool is saturated (queue full, or no worker in
+    /// time): a 503 like [`Error::Unavailable`], whose answer says it is load,
+    /// not a store, so the client knows a retry soon is worth it.
+    #[error("{0}")]
+    HashingBusy(&'static str),
     /// A bug or an impossible state; logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -81,7 +86,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Gone(_) => StatusCode::GONE,
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::HashingBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -101,7 +106,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Gone(_) => "cursor_expired",
             Error::RateLimited(_) => "too_many_requests",
-            Error::Unavailable(_) => "temporarily_unavailable",
+            Error::Unavailable(_) | Error::HashingBusy(_) => "temporarily_unavailable",
             Error::Internal(_) => "server_error",
         }
     }
@@ -117,11 +122,11 @@ impl IntoResponse for Error {
             }
             Error::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "answering 503");
-                if detail.contains("password hashing") {
-                    "too many password checks in progress; retry shortly".to_string()
-                } else {
-                    "a backing store is unavailable; retry shortly".to_string()
-                }
+                "a backing store is unavailable; retry shortly".to_string()
+            }
+            Error::HashingBusy(detail) => {
+                tracing::warn!(error = %detail, "answering 503");
+                "too many password checks in progress; retry shortly".to_string()
             }
             other => other.to_string(),
         };
@@ -147,7 +152,7 @@ impl IntoResponse for Error {
                     HeaderValue::from_static("Bearer realm=\"authd\", error=\"invalid_token\""),
                 );
             }
-            Error::Unavailable(_) => {
+            Error::Unavailable(_) | Error::HashingBusy(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Error::RateLimited(seconds) => {
@@ -161,3 +166,37 @@ impl IntoResponse for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(error: Error) -> (StatusCode, Option<HeaderValue>, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let retry = response.headers().get(header::RETRY_AFTER).cloned();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, retry, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn busy_hashing_and_unavailable_stores_are_told_apart_by_variant() {
+        let (status, retry, body) = answer(Error::HashingBusy("password hashing queue is full")).await;
+        assert_eq!(
+            (status, retry),
+            (StatusCode::SERVICE_UNAVAILABLE, Some(HeaderValue::from_static("1")))
+        );
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert_eq!(
+            body["error_description"],
+            "too many password checks in progress; retry shortly"
+        );
+        // A store whose message happens to mention hashing is still a store.
+        let (status, _, body) = answer(Error::Unavailable("password hashing table locked".into())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body["error_description"],
+            "a backing store is unavailable; retry shortly"
+        );
+    }
+}

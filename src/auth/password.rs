@@ -194,7 +194,7 @@ impl PasswordHasher {
         self.jobs.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => {
                 metrics::counter!("authd_hash_queue_full_total").increment(1);
-                Error::Unavailable("password hashing queue is full".into())
+                Error::HashingBusy("password hashing queue is full")
             }
             TrySendError::Disconnected(_) => Error::Internal("password hashing workers stopped".into()),
         })
@@ -205,7 +205,7 @@ async fn wait<T>(answer: oneshot::Receiver<T>) -> Result<T> {
     match tokio::time::timeout(QUEUE_WAIT, answer).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(_)) => Err(Error::Internal("password hashing worker dropped a job".into())),
-        Err(_) => Err(Error::Unavailable("timed out waiting for password hashing".into())),
+        Err(_) => Err(Error::HashingBusy("timed out waiting for password hashing")),
     }
 }
 
@@ -298,13 +298,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_answers_unavailable() {
+    async fn a_full_queue_answers_busy() {
         let h = PasswordHasher::new(Params::new(65536, 8, 1, None).unwrap(), 1, 1, None).unwrap();
         let pw = Password::new_checked("correct horse".into()).unwrap();
         let results = futures_util::future::join_all((0..6).map(|_| h.hash(pw.clone()))).await;
         let refused = results
             .iter()
-            .filter(|r| matches!(r, Err(Error::Unavailable(_))))
+            .filter(|r| matches!(r, Err(Error::HashingBusy(_))))
             .count();
         assert!(
             refused >= 3,

@@ -13,6 +13,7 @@ mod attacks;
 mod bad_input;
 mod binary;
 mod cleanup;
+mod contract;
 mod devices;
 mod events;
 mod faults;
