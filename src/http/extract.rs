@@ -238,10 +238,6 @@ where
     }
 }
 
-/// A service client from `AUTHD_CLIENTS`, by HTTP Basic (RFC 6749 §2.3.1:
-/// id and secret are form-urlencoded before the Basic encoding), with any role.
-pub struct ServiceClient(pub String);
-
 fn form_decode(raw: &str) -> String {
     form_urlencoded::parse(format!("v={raw}").as_bytes())
         .next()
@@ -249,8 +245,10 @@ fn form_decode(raw: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The authenticated client and whether it has `role` (`None`: any role).
-fn authenticate_client(parts: &Parts, state: &AppState, role: Option<ClientRole>) -> Result<String, Error> {
+/// A service client from `AUTHD_CLIENTS`, by HTTP Basic (RFC 6749 §2.3.1:
+/// id and secret are form-urlencoded before the Basic encoding), that has
+/// `role`.
+fn authenticate_client(parts: &Parts, state: &AppState, role: ClientRole) -> Result<String, Error> {
     let value = parts
         .headers
         .get(AUTHORIZATION)
@@ -269,26 +267,10 @@ fn authenticate_client(parts: &Parts, state: &AppState, role: Option<ClientRole>
     let decoded = state.clients.verify_client(&form_decode(id), &form_decode(secret));
     let raw = state.clients.verify_client(id, secret);
     let client = decoded.or(raw).ok_or(Error::InvalidClient)?;
-    match role {
-        Some(role) if !client.has_role(role) => Err(Error::MissingRole(role.as_str())),
-        _ => Ok(client.id.clone()),
+    if !client.has_role(role) {
+        return Err(Error::MissingRole(role.as_str()));
     }
-}
-
-impl<S> FromRequestParts<S> for ServiceClient
-where
-    S: Send + Sync,
-    AppState: FromRef<S>,
-{
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ServiceClient(authenticate_client(
-            parts,
-            &AppState::from_ref(state),
-            None,
-        )?))
-    }
+    Ok(client.id.clone())
 }
 
 macro_rules! client_with_role {
@@ -304,7 +286,7 @@ macro_rules! client_with_role {
             type Rejection = Error;
 
             async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-                Ok($name(authenticate_client(parts, &AppState::from_ref(state), Some($role))?))
+                Ok($name(authenticate_client(parts, &AppState::from_ref(state), $role)?))
             }
         }
     };
