@@ -7,10 +7,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde_json::Value;
 use sqlx::Connection;
 
-use crate::helpers::{Backend, Options, TestApp};
+use crate::helpers::{eventually, readyz, Backend, Options, TestApp};
 use crate::servers::{spare_port, PgServer, RedisServer};
 use crate::sse::SseStream;
 
@@ -22,26 +21,6 @@ type EventRow = (
     Option<String>,
     Option<time::OffsetDateTime>,
 );
-
-/// Polls until `check` holds or `limit` passes.
-async fn eventually<F: std::future::Future<Output = bool>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} did not happen within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn readyz(app: &TestApp) -> Value {
-    app.http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
 
 /// A second process on the same database, keys and Redis namespace.
 async fn second_process(one: &TestApp, options: Options) -> TestApp {
@@ -166,7 +145,7 @@ async fn redis_restarted_from_a_snapshot_taken_before_the_revoke_cannot_bring_it
     }
     // ...and once both trust it again: it was re-swept before that.
     eventually(Duration::from_secs(10), "both caches trusted", || async {
-        readyz(&one).await["redis"] == "ok" && readyz(&two).await["redis"] == "ok"
+        readyz(&one).await.1["redis"] == "ok" && readyz(&two).await.1["redis"] == "ok"
     })
     .await;
     assert_eq!(cli(&["GET", &key]), "r", "the revocation was written back to Redis");
@@ -190,7 +169,7 @@ async fn a_revoker_whose_cache_write_never_happens_loses_nothing() {
     let two = second_process(&one, Options::default()).await;
     let (_, t) = two.user_with_session().await;
     two.assert_session_accepted(&t).await;
-    assert_eq!(readyz(&two).await["redis"], "ok");
+    assert_eq!(readyz(&two).await.1["redis"], "ok");
 
     let answered = Instant::now();
     assert_eq!(one.post_bearer("/v1/logout", &t.access).await.status(), 204);
@@ -201,7 +180,7 @@ async fn a_revoker_whose_cache_write_never_happens_loses_nothing() {
     eprintln!("refused by the other process {:?} after the answer", answered.elapsed());
     two.assert_session_refused(&t).await;
     // Its cache is still trusted: the follower's set did it, not a fallback.
-    assert_eq!(readyz(&two).await["redis"], "ok");
+    assert_eq!(readyz(&two).await.1["redis"], "ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,7 +299,7 @@ async fn revoking_a_dead_session_a_thousand_times_keeps_every_cache_trusted() {
         "nobody was notified"
     );
     for app in [&one, &two] {
-        assert_eq!(readyz(app).await["redis"], "ok");
+        assert_eq!(readyz(app).await.1["redis"], "ok");
         app.assert_session_accepted(&live).await;
         app.assert_session_refused(&dead).await;
     }

@@ -10,7 +10,7 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 
 use crate::binary::Authd;
-use crate::helpers::{Backend, Options, TestApp, Tokens, PASSWORD, SVC_ID, SVC_SECRET};
+use crate::helpers::{eventually, readyz, Backend, Options, TestApp, Tokens, PASSWORD, SVC_ID, SVC_SECRET};
 use crate::servers::{PgServer, RedisCluster, RedisServer};
 
 /// Awaits `work`, asserting it took at most `limit`.
@@ -25,22 +25,9 @@ async fn within<T>(limit: Duration, what: &str, work: impl Future<Output = T>) -
     out
 }
 
-/// Polls until `check` holds or `limit` passes.
-async fn eventually<F: Future<Output = bool>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} did not happen within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn status_of(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn readyz(app: &TestApp) -> (u16, Value) {
-    status_of(app.http.get(app.url("/readyz")).send().await.unwrap()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -436,3 +436,27 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// Polls until `check` holds or `limit` passes.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `/readyz`: status and body.
+pub async fn readyz(app: &TestApp) -> (u16, Value) {
+    {
+        let r = app.http.get(app.url("/readyz")).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
