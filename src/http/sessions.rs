@@ -122,17 +122,10 @@ async fn admin_list(
     IdSegment(id): IdSegment,
 ) -> Result<Json<Value>> {
     let user: UserId = parse_id(&id, "user")?;
-    let sessions = state.sessions.admin_list_sessions(user).await?;
-    state
+    let sessions = state
         .sessions
-        .audit(
-            "admin_sessions_listed",
-            Some(user),
-            None,
-            None,
-            &info.as_client(&client),
-        )
-        .await;
+        .admin_list_sessions(user, &info.as_client(&client))
+        .await?;
     Ok(Json(json!({ "sessions": sessions })))
 }
 

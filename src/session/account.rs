@@ -3,7 +3,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::audit::Meta;
+use super::audit::{AuditKind, Meta};
 use super::SessionService;
 use crate::domain::{Email, Password, RevokeReason, SessionId, UserId};
 use crate::error::{Error, Result};
@@ -42,7 +42,8 @@ impl SessionService {
         if !self.store.create_user(&user, &email.normalized()).await? {
             return Err(Error::EmailTaken);
         }
-        self.audit("user_registered", Some(user.id), None, None, meta).await;
+        self.audit(AuditKind::UserRegistered, Some(user.id), None, None, meta)
+            .await;
         Ok(user.into())
     }
 
@@ -99,8 +100,14 @@ impl SessionService {
             }
         };
         if !verified {
-            self.audit("password_change_failed", Some(user), Some(current_session), None, meta)
-                .await;
+            self.audit(
+                AuditKind::PasswordChangeFailed,
+                Some(user),
+                Some(current_session),
+                None,
+                meta,
+            )
+            .await;
             return Err(Error::WrongPassword);
         }
         self.give_back_password_check(attempt).await;
@@ -111,11 +118,17 @@ impl SessionService {
             .change_password(user, &new_hash, current_session, &revocation)
             .await?;
         self.spread_revocations(&revoked).await;
-        self.audit("password_changed", Some(user), Some(current_session), None, meta)
-            .await;
+        self.audit(
+            AuditKind::PasswordChanged,
+            Some(user),
+            Some(current_session),
+            None,
+            meta,
+        )
+        .await;
         for r in &revoked {
             let reason = Some(RevokeReason::PasswordChanged.as_str());
-            self.audit("session_revoked", Some(user), Some(r.session_id), reason, meta)
+            self.audit(AuditKind::SessionRevoked, Some(user), Some(r.session_id), reason, meta)
                 .await;
         }
         Ok(())

@@ -7,6 +7,36 @@ use super::SessionService;
 use crate::domain::{Actor, SessionId, UserId};
 use crate::store::AuditEvent;
 
+/// What an audit event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    UserRegistered,
+    LoginSucceeded,
+    LoginFailed,
+    PasswordChanged,
+    PasswordChangeFailed,
+    SessionRevoked,
+    SessionRenamed,
+    RefreshTokenReuseDetected,
+    AdminSessionsListed,
+}
+
+impl AuditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::UserRegistered => "user_registered",
+            AuditKind::LoginSucceeded => "login_succeeded",
+            AuditKind::LoginFailed => "login_failed",
+            AuditKind::PasswordChanged => "password_changed",
+            AuditKind::PasswordChangeFailed => "password_change_failed",
+            AuditKind::SessionRevoked => "session_revoked",
+            AuditKind::SessionRenamed => "session_renamed",
+            AuditKind::RefreshTokenReuseDetected => "refresh_token_reuse_detected",
+            AuditKind::AdminSessionsListed => "admin_sessions_listed",
+        }
+    }
+}
+
 /// Who acted, and from where.
 #[derive(Debug, Clone, Default)]
 pub struct Meta {
@@ -37,7 +67,7 @@ impl SessionService {
     /// Records an event; a store failure is logged, never fatal to the request.
     pub(crate) async fn audit(
         &self,
-        kind: &str,
+        kind: AuditKind,
         user: Option<UserId>,
         session: Option<SessionId>,
         reason: Option<&str>,
@@ -46,7 +76,7 @@ impl SessionService {
         let event = AuditEvent {
             id: uuid::Uuid::now_v7(),
             at: self.clock.now(),
-            kind: kind.to_string(),
+            kind: kind.as_str().to_string(),
             user_id: user,
             session_id: session,
             actor: meta.actor.to_string(),
@@ -56,7 +86,7 @@ impl SessionService {
         };
         tracing::info!(
             target: "authd::audit",
-            kind,
+            kind = kind.as_str(),
             user_id = ?user.map(|u| u.to_string()),
             session_id = ?session.map(|s| s.to_string()),
             actor = %meta.actor,
@@ -65,7 +95,7 @@ impl SessionService {
             "audit"
         );
         if let Err(e) = self.store.record_audit(&event).await {
-            tracing::error!(error = %e, kind, "could not record an audit event");
+            tracing::error!(error = %e, kind = kind.as_str(), "could not record an audit event");
         }
     }
 

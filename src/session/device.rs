@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::audit::Meta;
+use super::audit::{AuditKind, Meta};
 use super::list::SessionView;
 use super::SessionService;
 use crate::domain::{SessionId, UserId};
@@ -109,7 +109,8 @@ impl SessionService {
         let now = self.clock.now();
         let renamed = self.store.rename_session(id, user, &name, now).await?;
         let session = renamed.ok_or(Error::NotFound("session"))?;
-        self.audit("session_renamed", Some(user), Some(id), None, meta).await;
+        self.audit(AuditKind::SessionRenamed, Some(user), Some(id), None, meta)
+            .await;
         Ok(SessionView::from_record(session, Some(current)))
     }
 }

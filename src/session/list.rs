@@ -3,6 +3,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::audit::{AuditKind, Meta};
 use super::device::{DeviceInfo, DeviceType};
 use super::SessionService;
 use crate::domain::{SessionId, UserId};
@@ -65,10 +66,13 @@ impl SessionService {
     }
 
     /// Any user's live sessions, for the admin API. `NotFound` for an unknown user.
-    pub async fn admin_list_sessions(&self, user: UserId) -> Result<Vec<SessionView>> {
+    /// Audited: an admin read a user's device list.
+    pub async fn admin_list_sessions(&self, user: UserId, meta: &Meta) -> Result<Vec<SessionView>> {
         self.require_user(user).await?;
         let now = self.clock.now();
         let sessions = self.store.list_live_sessions(user, now, MAX_LISTED).await?;
+        self.audit(AuditKind::AdminSessionsListed, Some(user), None, None, meta)
+            .await;
         Ok(sessions
             .into_iter()
             .map(|s| SessionView::from_record(s, None))

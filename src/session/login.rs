@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 
-use super::audit::Meta;
+use super::audit::{AuditKind, Meta};
 use super::{secs, SessionService, TokenResponse};
 use crate::domain::{
     parse_scope, ClientId, Email, Password, RefreshToken, SessionId, MAX_DEVICE_NAME_LEN, MAX_USER_AGENT_LEN,
@@ -92,7 +92,7 @@ impl SessionService {
         self.remember(&session, now).await;
         metrics::counter!("authd_logins_total", "outcome" => "success").increment(1);
         let meta = Meta::user(req.ip.clone(), req.user_agent.clone());
-        self.audit("login_succeeded", Some(user.id), Some(session.id), None, &meta)
+        self.audit(AuditKind::LoginSucceeded, Some(user.id), Some(session.id), None, &meta)
             .await;
         Ok(TokenResponse {
             access_token,
@@ -134,7 +134,8 @@ impl SessionService {
                 // Failures for unknown users belong to nobody's trail: one
                 // source may only add a bounded number of them.
                 if user.is_some() || self.may_audit_unknown_user_failure(req.ip.as_deref()).await {
-                    self.audit("login_failed", user.map(|u| u.id), None, None, &meta).await;
+                    self.audit(AuditKind::LoginFailed, user.map(|u| u.id), None, None, &meta)
+                        .await;
                 }
                 Err(Error::InvalidGrant(BAD_CREDENTIALS))
             }

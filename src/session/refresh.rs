@@ -10,7 +10,7 @@
 
 use time::OffsetDateTime;
 
-use super::audit::Meta;
+use super::audit::{AuditKind, Meta};
 use super::{grace, secs, SessionService, TokenResponse};
 use crate::domain::{RefreshToken, RevokeReason};
 use crate::error::{Error, Result};
@@ -69,7 +69,7 @@ impl SessionService {
                 }])
                 .await;
                 self.audit(
-                    "refresh_token_reuse_detected",
+                    AuditKind::RefreshTokenReuseDetected,
                     Some(session.user_id),
                     Some(session.id),
                     Some(RevokeReason::RefreshTokenReuse.as_str()),

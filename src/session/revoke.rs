@@ -3,7 +3,7 @@
 //! are told, so no request after the answer can accept the session. A
 //! session that has already ended is left alone: nothing is written.
 
-use super::audit::Meta;
+use super::audit::{AuditKind, Meta};
 use super::SessionService;
 use crate::domain::{RefreshToken, RevokeReason, SessionId, UserId, MAX_TOKEN_LEN};
 use crate::error::{Error, Result};
@@ -26,7 +26,7 @@ impl SessionService {
         };
         self.spread_revocations(&[revoked]).await;
         self.audit(
-            "session_revoked",
+            AuditKind::SessionRevoked,
             Some(revoked.user_id),
             Some(id),
             Some(reason.as_str()),
@@ -50,7 +50,7 @@ impl SessionService {
         self.spread_revocations(&revoked).await;
         for r in &revoked {
             self.audit(
-                "session_revoked",
+                AuditKind::SessionRevoked,
                 Some(user),
                 Some(r.session_id),
                 Some(reason.as_str()),
