@@ -795,7 +795,8 @@ impl DurableStore for PgStore {
     fn watch_events(&self, wake: Arc<tokio::sync::Notify>) {
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            while !pool.is_closed() {
+            // Ends with the follower: once nobody else holds `wake`, nobody listens.
+            while !pool.is_closed() && Arc::strong_count(&wake) > 1 {
                 let listener = async {
                     let mut listener = PgListener::connect_with(&pool).await?;
                     listener.listen(EVENTS_CHANNEL).await?;
@@ -819,8 +820,8 @@ impl DurableStore for PgStore {
 
 /// Wakes `wake` on every notification until the connection fails or stops
 /// answering its keepalive ping.
-async fn listen_until_lost(listener: &mut PgListener, wake: &tokio::sync::Notify) {
-    loop {
+async fn listen_until_lost(listener: &mut PgListener, wake: &Arc<tokio::sync::Notify>) {
+    while Arc::strong_count(wake) > 1 {
         match tokio::time::timeout(LISTEN_KEEPALIVE, listener.try_recv()).await {
             Ok(Ok(Some(_))) => wake.notify_one(),
             Ok(Ok(None)) | Ok(Err(_)) => return,
