@@ -185,10 +185,11 @@ async fn phases(
                 http_cell(&load, op, c, plan.cell, None).await?
             };
             progress(&format!(
-                "{:<22} c={c:<3} {:>9}/s  p50 {:>8}  p99 {:>8}  errors {}{}",
+                "{:<22} c={c:<3} {:>9}/s  p50 {:>8}  p90 {:>8}  p99 {:>8}  errors {}{}",
                 op.label(),
                 fmt_rate(cell.rate()),
                 fmt_ns(cell.hist.value_at_quantile(0.5)),
+                fmt_ns(cell.hist.value_at_quantile(0.9)),
                 fmt_ns(cell.hist.value_at_quantile(0.99)),
                 cell.errors,
                 cell.first_error
