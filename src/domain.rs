@@ -186,7 +186,42 @@ impl fmt::Debug for TokenHash {
 
 pub const REFRESH_TOKEN_BYTES: usize = 32;
 
-/// An opaque refresh token: 256 random bits, base64url without padding.
+/// A refresh token minted since migration 0007: version, session id,
+/// generation, 256 random bits, and an HMAC-SHA256 tag over all of them
+/// under the server's [`RefreshKey`].
+const SIGNED_VERSION: u8 = 1;
+const SIGNED_BODY_BYTES: usize = 1 + 16 + 8 + REFRESH_TOKEN_BYTES;
+const SIGNED_TOKEN_BYTES: usize = SIGNED_BODY_BYTES + 32;
+
+/// The key refresh tokens are signed under. Every process must hold the
+/// same one, so it is derived from a secret stored in the database.
+#[derive(Clone)]
+pub struct RefreshKey(ring::hmac::Key);
+
+impl RefreshKey {
+    pub fn from_secret(secret: &[u8]) -> Self {
+        // A key of its own, in case the stored secret ever serves another purpose.
+        let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+        let derived = ring::hmac::sign(&root, b"authd refresh-token mac v1");
+        RefreshKey(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref()))
+    }
+}
+
+impl fmt::Debug for RefreshKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshKey(***)")
+    }
+}
+
+/// What a signed refresh token says of itself, once its tag is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshClaims {
+    pub session: SessionId,
+    pub generation: i64,
+}
+
+/// An opaque refresh token, base64url without padding: 256 random bits,
+/// and (since migration 0007) its session and generation under a server MAC.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RefreshToken(String);
 
@@ -198,10 +233,50 @@ impl RefreshToken {
         Ok(RefreshToken(URL_SAFE_NO_PAD.encode(bytes)))
     }
 
+    /// A token of `session` at `generation`, signed under `key`: the server
+    /// recognises it later, even once it is no longer stored.
+    pub fn mint(rng: &SystemRandom, key: &RefreshKey, session: SessionId, generation: i64) -> Result<Self, Error> {
+        let mut bytes = [0u8; SIGNED_TOKEN_BYTES];
+        bytes[0] = SIGNED_VERSION;
+        bytes[1..17].copy_from_slice(session.0.as_bytes());
+        bytes[17..25].copy_from_slice(&generation.to_be_bytes());
+        rng.fill(&mut bytes[25..SIGNED_BODY_BYTES])
+            .map_err(|_| Error::Internal("system random generator failed".into()))?;
+        let tag = ring::hmac::sign(&key.0, &bytes[..SIGNED_BODY_BYTES]);
+        bytes[SIGNED_BODY_BYTES..].copy_from_slice(tag.as_ref());
+        Ok(RefreshToken(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
     /// Accepts only strings that could be one of ours; anything else is `None`.
     pub fn parse(raw: &str) -> Option<Self> {
         let decoded = URL_SAFE_NO_PAD.decode(raw.as_bytes()).ok()?;
-        (decoded.len() == REFRESH_TOKEN_BYTES).then(|| RefreshToken(raw.to_string()))
+        let shaped = decoded.len() == REFRESH_TOKEN_BYTES
+            || (decoded.len() == SIGNED_TOKEN_BYTES && decoded[0] == SIGNED_VERSION);
+        shaped.then(|| RefreshToken(raw.to_string()))
+    }
+
+    /// A token from before migration 0007 (random bytes only): the store
+    /// still knows each one by hash.
+    pub fn is_legacy(&self) -> bool {
+        self.0.len() < SIGNED_TOKEN_BYTES
+    }
+
+    /// The session and generation a signed token carries, when its tag is
+    /// valid under `key`; `None` for a legacy or a made-up token.
+    pub fn claims(&self, key: &RefreshKey) -> Option<RefreshClaims> {
+        let decoded = URL_SAFE_NO_PAD.decode(self.0.as_bytes()).ok()?;
+        if decoded.len() != SIGNED_TOKEN_BYTES || decoded[0] != SIGNED_VERSION {
+            return None;
+        }
+        let (body, tag) = decoded.split_at(SIGNED_BODY_BYTES);
+        ring::hmac::verify(&key.0, body, tag).ok()?;
+        let session = Uuid::from_slice(&body[1..17]).ok()?;
+        let mut generation = [0u8; 8];
+        generation.copy_from_slice(&body[17..25]);
+        Some(RefreshClaims {
+            session: SessionId(session),
+            generation: i64::from_be_bytes(generation),
+        })
     }
 
     pub fn hash(&self) -> TokenHash {
@@ -436,6 +511,31 @@ mod tests {
         assert!(RefreshToken::parse("short").is_none());
         assert!(RefreshToken::parse(&format!("{}=", t.expose())).is_none());
         assert_ne!(t, RefreshToken::generate(&rng).unwrap());
+    }
+
+    #[test]
+    fn signed_refresh_tokens_carry_session_and_generation_under_the_key() {
+        let rng = SystemRandom::new();
+        let key = RefreshKey::from_secret(b"one secret");
+        let sid = SessionId::new();
+        let t = RefreshToken::mint(&rng, &key, sid, 7).unwrap();
+        let parsed = RefreshToken::parse(t.expose()).unwrap();
+        assert!(!parsed.is_legacy());
+        assert_eq!(
+            parsed.claims(&key),
+            Some(RefreshClaims {
+                session: sid,
+                generation: 7
+            })
+        );
+        assert_eq!(parsed.claims(&RefreshKey::from_secret(b"another secret")), None);
+        assert_ne!(t, RefreshToken::mint(&rng, &key, sid, 7).unwrap());
+        // A flipped bit anywhere breaks the tag.
+        let mut bytes = URL_SAFE_NO_PAD.decode(t.expose()).unwrap();
+        bytes[20] ^= 1;
+        let forged = RefreshToken::parse(&URL_SAFE_NO_PAD.encode(bytes)).unwrap();
+        assert_eq!(forged.claims(&key), None);
+        assert!(RefreshToken::generate(&rng).unwrap().is_legacy());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::cli::{Op, Plan};
 use crate::cpu::{proc_status_kib, CpuTicks};
 use crate::load::{http_cell, login_burst, mint_pool, verify_cell, Load, MAX_NEW_TOKENS, NEW_TOKENS_PER_SEC};
 use crate::report::{fmt_ns, fmt_rate, median, Report};
-use crate::seed::{argon2_phc, fill_cache, login_email, seed_sessions, seed_users, store_sessions};
+use crate::seed::{argon2_phc, fill_cache, login_email, refresh_storage, seed_sessions, seed_users, store_sessions};
 use crate::server::{start_app, Running};
 use crate::world::{progress, World};
 
@@ -125,6 +125,13 @@ async fn phases(
     )
     .await?;
     let chains = seed_sessions(server, sessions, "refresh", max_c, 1, &phc).await?;
+    // Storage per session after one refresh and after 1,000 (invariant 9).
+    let (samples, refreshes) = if plan.smoke { (2, 10) } else { (10, 1000) };
+    progress(&format!(
+        "refreshing {samples} sessions {refreshes} times each (storage per session)…"
+    ));
+    let sample = seed_sessions(server, sessions, "storage", samples, 1, &phc).await?;
+    report.refresh_storage = Some(refresh_storage(server, sessions, &pool, sample, refreshes).await?);
     let revoke_pool = if plan.ops.contains(&Op::Revoke) {
         seed_sessions(server, sessions, "revoke", plan.revoke_pool.div_ceil(10), 10, &phc).await?
     } else {
@@ -178,10 +185,11 @@ async fn phases(
                 http_cell(&load, op, c, plan.cell, None).await?
             };
             progress(&format!(
-                "{:<22} c={c:<3} {:>9}/s  p50 {:>8}  p99 {:>8}  errors {}{}",
+                "{:<22} c={c:<3} {:>9}/s  p50 {:>8}  p90 {:>8}  p99 {:>8}  errors {}{}",
                 op.label(),
                 fmt_rate(cell.rate()),
                 fmt_ns(cell.hist.value_at_quantile(0.5)),
+                fmt_ns(cell.hist.value_at_quantile(0.9)),
                 fmt_ns(cell.hist.value_at_quantile(0.99)),
                 cell.errors,
                 cell.first_error

@@ -9,7 +9,7 @@ use authd::config::ServeConfig;
 use crate::baselines::Crypto;
 use crate::cli::{Op, Plan};
 use crate::load::{Burst, Cell};
-use crate::seed::{CacheSpace, Space};
+use crate::seed::{CacheSpace, RefreshStorage, Space};
 use crate::world::World;
 use crate::{CLIENT_THREADS, SERVER_THREADS};
 
@@ -26,6 +26,7 @@ pub struct Report {
     pub burst: Option<Burst>,
     pub space: Option<Space>,
     pub cache: Option<CacheSpace>,
+    pub refresh_storage: Option<RefreshStorage>,
     pub rss_after_fill_kib: Option<u64>,
     pub rss_end_kib: Option<u64>,
     pub hwm_end_kib: Option<u64>,
@@ -124,6 +125,7 @@ impl Report {
             burst: None,
             space: None,
             cache: None,
+            refresh_storage: None,
             rss_after_fill_kib: None,
             rss_end_kib: None,
             hwm_end_kib: None,
@@ -375,6 +377,19 @@ impl Report {
                 s.sessions,
                 s.seconds,
                 s.pg_bytes as f64 / s.sessions.max(1) as f64
+            ));
+        }
+        if let Some(r) = &self.refresh_storage {
+            line(format!(
+                "  Postgres per session after 1 refresh: {:.1} rows, {:.0} bytes; after {}: {:.1} rows, {:.0} bytes \
+                 (sessions + refresh_tokens + session_events, live tuples; {} sessions, {:.1} s)",
+                r.after_one.rows,
+                r.after_one.bytes,
+                r.refreshes,
+                r.after_n.rows,
+                r.after_n.bytes,
+                r.sessions,
+                r.seconds
             ));
         }
         if let Some(c) = &self.cache {

@@ -285,3 +285,84 @@ pub async fn fill_cache(
         sampled_key_bytes,
     })
 }
+
+/// What one sample of sessions holds in Postgres after some refreshes each.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Held {
+    /// Rows of `sessions`, `refresh_tokens` and `session_events` per session.
+    pub rows: f64,
+    /// Their bytes (live tuples, `pg_column_size`) per session.
+    pub bytes: f64,
+}
+
+/// Storage per session after one refresh and after `n` (invariant 9: equal).
+pub struct RefreshStorage {
+    pub sessions: usize,
+    pub refreshes: usize,
+    pub after_one: Held,
+    pub after_n: Held,
+    pub seconds: f64,
+}
+
+const HELD: &str = "WITH s AS (SELECT * FROM sessions WHERE id = ANY($1)), \
+       t AS (SELECT * FROM refresh_tokens WHERE session_id = ANY($1)), \
+       e AS (SELECT * FROM session_events WHERE session_id = ANY($1)) \
+     SELECT ((SELECT count(*) FROM s) + (SELECT count(*) FROM t) + (SELECT count(*) FROM e))::float8, \
+       (COALESCE((SELECT sum(pg_column_size(s.*)) FROM s), 0) + COALESCE((SELECT sum(pg_column_size(t.*)) FROM t), 0) \
+        + COALESCE((SELECT sum(pg_column_size(e.*)) FROM e), 0))::float8";
+
+async fn held(pool: &PgPool, ids: &[sqlx::types::Uuid]) -> anyhow::Result<Held> {
+    let (rows, bytes): (f64, f64) = sqlx::query_as(HELD).bind(ids).fetch_one(pool).await?;
+    let n = ids.len().max(1) as f64;
+    Ok(Held {
+        rows: rows / n,
+        bytes: bytes / n,
+    })
+}
+
+/// Refreshes each of `chains` (one chain of tokens per session, all at once)
+/// `n` times through authd's rules and store, measuring what the sessions
+/// hold after the first refresh and after the last.
+pub async fn refresh_storage(
+    server: &Handle,
+    sessions: &Arc<SessionService>,
+    pool: &PgPool,
+    chains: Vec<SeededSession>,
+    n: usize,
+) -> anyhow::Result<RefreshStorage> {
+    let ids: Vec<sqlx::types::Uuid> = chains.iter().map(|s| s.record.id.0).collect();
+    let count = chains.len();
+    let run = |tokens: Vec<String>, times: usize| {
+        let sessions = sessions.clone();
+        server.spawn(async move {
+            let meta = authd::session::audit::Meta::user(Some("127.0.0.1".into()), None);
+            let chains = tokens.into_iter().map(|mut token| {
+                let (sessions, meta) = (sessions.clone(), meta.clone());
+                async move {
+                    for _ in 0..times {
+                        token = sessions
+                            .refresh(&token, &meta)
+                            .await
+                            .map_err(|e| anyhow!("refresh: {e}"))?
+                            .refresh_token;
+                    }
+                    anyhow::Ok(token)
+                }
+            });
+            futures_util::future::try_join_all(chains).await
+        })
+    };
+    let started = Instant::now();
+    let tokens = chains.into_iter().map(|s| s.refresh_token).collect();
+    let tokens = run(tokens, 1).await??;
+    let after_one = held(pool, &ids).await?;
+    run(tokens, n.saturating_sub(1)).await??;
+    let after_n = held(pool, &ids).await?;
+    Ok(RefreshStorage {
+        sessions: count,
+        refreshes: n,
+        after_one,
+        after_n,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

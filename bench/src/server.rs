@@ -53,8 +53,9 @@ pub async fn start_app(server: &Handle, world: &World) -> anyhow::Result<(Runnin
         // One cleanup pass would otherwise run at start, in the middle of the load.
         "--cleanup-interval=0".to_string(),
         "--migrate-on-start=true".to_string(),
-        // The whole load comes from one loopback client: per-IP flood limits
-        // would measure themselves (the global bounds stay as in production).
+        // All the load comes from one loopback address: the per-IP and
+        // per-process flood limits would measure themselves.
+        "--token-rate=0".to_string(),
         "--token-rate-per-ip=0".to_string(),
         "--register-rate-per-ip=0".to_string(),
     ];

@@ -46,7 +46,10 @@ impl SessionService {
         }
         let now = self.clock.now();
         if let Some(refresh) = RefreshToken::parse(token) {
-            let Some(c) = self.store.find_by_refresh(&refresh.hash()).await? else {
+            let Some(lookup) = self.refresh_lookup(&refresh).await? else {
+                return Ok(Introspection::inactive());
+            };
+            let Some(c) = self.store.find_by_refresh(&lookup).await? else {
                 return Ok(Introspection::inactive());
             };
             let s = c.session;

@@ -85,8 +85,13 @@ impl SessionService {
         if self.hasher.needs_rehash(&user.password_hash) {
             self.upgrade_hash(&user, password_for_rehash, now).await;
         }
-        let refresh = RefreshToken::generate(&self.rng)?;
         let session = self.new_session(user.id, client_id, scope, device_name, &req, now);
+        let refresh = RefreshToken::mint(
+            &self.rng,
+            self.refresh_key().await?,
+            session.id,
+            session.refresh_generation,
+        )?;
         let (access_token, expires_in) = self.access_token(&session, now)?;
         self.store.create_session(&session, &refresh.hash()).await?;
         self.remember(&session, now).await;

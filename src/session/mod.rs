@@ -11,10 +11,10 @@ use time::OffsetDateTime;
 use crate::auth::jwt::{AccessClaims, TokenIssuer};
 use crate::auth::password::PasswordHasher;
 use crate::clock::Clock;
-use crate::domain::{RevokeReason, SessionId, UserId};
+use crate::domain::{RefreshKey, RefreshToken, RevokeReason, SessionId, UserId};
 use crate::error::{Error, Result};
 use crate::store::counters::CounterStore;
-use crate::store::{CacheLookup, DurableStore, Revocation, Revoked, SessionCache, SessionRecord};
+use crate::store::{CacheLookup, DurableStore, RefreshLookup, Revocation, Revoked, SessionCache, SessionRecord};
 
 pub mod account;
 pub mod audit;
@@ -91,7 +91,14 @@ pub struct SessionService {
     pub(crate) counters: Arc<dyn CounterStore>,
     pub(crate) users: moka::future::Cache<UserId, account::UserView>,
     pub(crate) revocations: Arc<events::Revocations>,
+    /// The refresh-token MAC key, read from the durable store on first use
+    /// (so that a process starts while Postgres is down, and every process
+    /// shares one key).
+    pub(crate) refresh_key: tokio::sync::OnceCell<RefreshKey>,
 }
+
+/// The `server_secrets` row the refresh-token MAC key derives from.
+const REFRESH_SECRET: &str = "refresh_token_mac";
 
 /// Longest a cached "live" entry is trusted before the database is asked again.
 const LIVE_CACHE_TTL: Duration = Duration::from_secs(3600);
@@ -141,7 +148,35 @@ impl SessionService {
                 .time_to_live(Duration::from_secs(300))
                 .build(),
             revocations,
+            refresh_key: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The key every process signs refresh tokens under (see [`RefreshKey`]).
+    pub(crate) async fn refresh_key(&self) -> Result<&RefreshKey> {
+        self.refresh_key
+            .get_or_try_init(|| async {
+                let mut fresh = [0u8; 32];
+                ring::rand::SecureRandom::fill(&self.rng, &mut fresh)
+                    .map_err(|_| Error::Internal("system random generator failed".into()))?;
+                let secret = self.store.server_secret(REFRESH_SECRET, &fresh).await?;
+                Ok(RefreshKey::from_secret(&secret))
+            })
+            .await
+    }
+
+    /// How the store finds a presented refresh token; `None` for a token
+    /// that cannot be ours (a bad MAC): it must change nothing.
+    pub(crate) async fn refresh_lookup(&self, token: &RefreshToken) -> Result<Option<RefreshLookup>> {
+        if token.is_legacy() {
+            return Ok(Some(RefreshLookup::Legacy(token.hash())));
+        }
+        let key = self.refresh_key().await?;
+        Ok(token.claims(key).map(|c| RefreshLookup::Signed {
+            session: c.session,
+            generation: c.generation,
+            hash: token.hash(),
+        }))
     }
 
     pub fn now(&self) -> OffsetDateTime {

@@ -7,12 +7,16 @@
 //!   and the whole session is revoked (`refresh_token_reuse`).
 //!
 //! The database row lock decides races; the cache never arbitrates.
+//!
+//! A token names its session and generation under the server's MAC, so only
+//! the current token's hash is stored: an older genuine token is known by its
+//! generation, and a made-up one (bad MAC) reaches no session at all.
 
 use time::OffsetDateTime;
 
 use super::audit::{AuditKind, Meta};
 use super::{grace, secs, SessionService, TokenResponse};
-use crate::domain::{RefreshToken, RevokeReason};
+use crate::domain::{RefreshKey, RefreshToken, RevokeReason};
 use crate::error::{Error, Result};
 use crate::store::{RefreshCandidate, RefreshDecision, Revoked};
 
@@ -32,12 +36,17 @@ impl SessionService {
         let Some(token) = RefreshToken::parse(presented) else {
             return Err(Error::InvalidGrant(INVALID_REFRESH));
         };
+        let Some(lookup) = self.refresh_lookup(&token).await? else {
+            metrics::counter!("authd_refreshes_total", "outcome" => "refused").increment(1);
+            return Err(Error::InvalidGrant(INVALID_REFRESH));
+        };
+        let key = self.refresh_key().await?;
         let now = self.clock.now();
         let mut outcome = Outcome::Refused;
         let candidate = self
             .store
-            .refresh(&token.hash(), &mut |candidate| {
-                let (decision, result) = self.decide(candidate, &token, meta, now);
+            .refresh(&lookup, &mut |candidate| {
+                let (decision, result) = self.decide(candidate, &token, key, meta, now);
                 outcome = result;
                 decision
             })
@@ -91,6 +100,7 @@ impl SessionService {
         &self,
         c: &RefreshCandidate,
         presented: &RefreshToken,
+        key: &RefreshKey,
         meta: &Meta,
         now: OffsetDateTime,
     ) -> (RefreshDecision, Outcome) {
@@ -99,7 +109,7 @@ impl SessionService {
             return (RefreshDecision::NoChange, Outcome::Refused);
         }
         if c.token_generation == s.refresh_generation {
-            return match self.rotate(c, presented, now) {
+            return match self.rotate(c, presented, key, now) {
                 Ok((decision, response)) => (decision, Outcome::Issued(response)),
                 Err(e) => (RefreshDecision::NoChange, Outcome::Failed(e)),
             };
@@ -129,10 +139,11 @@ impl SessionService {
         &self,
         c: &RefreshCandidate,
         presented: &RefreshToken,
+        key: &RefreshKey,
         now: OffsetDateTime,
     ) -> Result<(RefreshDecision, TokenResponse)> {
         let s = &c.session;
-        let next = RefreshToken::generate(&self.rng)?;
+        let next = RefreshToken::mint(&self.rng, key, s.id, s.refresh_generation + 1)?;
         let (access_token, expires_in) = self.access_token(s, now)?;
         let expires_at = (now + secs(self.policy.idle_ttl)).min(s.absolute_expires_at);
         let response = TokenResponse {

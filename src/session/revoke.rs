@@ -76,11 +76,15 @@ impl SessionService {
         }
         let now = self.clock.now();
         let sid = if let Some(refresh) = RefreshToken::parse(token) {
-            self.store
-                .find_by_refresh(&refresh.hash())
-                .await?
-                .filter(|c| c.session.is_live(now))
-                .map(|c| c.session.id)
+            match self.refresh_lookup(&refresh).await? {
+                Some(lookup) => self
+                    .store
+                    .find_by_refresh(&lookup)
+                    .await?
+                    .filter(|c| c.session.is_live(now))
+                    .map(|c| c.session.id),
+                None => None,
+            }
         } else {
             self.tokens.verify(token, now).ok().map(|claims| claims.sid)
         };

@@ -54,7 +54,12 @@ impl SessionService {
         };
         let device = super::login::device_name_from_user_agent(user_agent);
         let session = self.new_session(user, ClientId::parse(client_id)?, None, device, &req, now);
-        let refresh = RefreshToken::generate(&self.rng)?;
+        let refresh = RefreshToken::mint(
+            &self.rng,
+            self.refresh_key().await?,
+            session.id,
+            session.refresh_generation,
+        )?;
         self.store.create_session(&session, &refresh.hash()).await?;
         Ok(SeededSession {
             record: session,

@@ -111,6 +111,44 @@ pub struct RefreshCandidate {
     pub token_generation: i64,
 }
 
+/// How a presented refresh token is looked up.
+#[derive(Debug, Clone, Copy)]
+pub enum RefreshLookup {
+    /// A token from before migration 0007: every one is stored by hash in
+    /// `refresh_tokens` (which no longer grows).
+    Legacy(TokenHash),
+    /// A token whose MAC verified: it names its session and generation, and
+    /// only the session's current token hash is stored (in its row).
+    Signed {
+        session: SessionId,
+        generation: i64,
+        hash: TokenHash,
+    },
+}
+
+impl RefreshLookup {
+    /// The candidate a signed token yields against its session row as
+    /// stored (`current_hash`: the hash of the session's current token, if
+    /// it is a signed one). A genuine older token is recognised by its
+    /// generation alone; a token claiming the current generation must match
+    /// the stored hash, and none may claim a generation not yet issued.
+    pub fn signed_candidate(
+        generation: i64,
+        hash: &TokenHash,
+        session: SessionRecord,
+        current_hash: Option<&[u8]>,
+    ) -> Option<RefreshCandidate> {
+        use subtle::ConstantTimeEq;
+        let current = session.refresh_generation;
+        let genuine = generation < current
+            || (generation == current && current_hash.is_some_and(|h| bool::from(h.ct_eq(&hash.0[..]))));
+        (genuine && generation >= 0).then_some(RefreshCandidate {
+            session,
+            token_generation: generation,
+        })
+    }
+}
+
 /// What the session rules decided for a presented refresh token; the store
 /// applies it in the same transaction that read the candidate.
 #[derive(Debug, Clone)]
@@ -239,14 +277,19 @@ pub trait DurableStore: Send + Sync {
     async fn find_user_by_email(&self, email_normalized: &str) -> StoreResult<Option<UserRecord>>;
     async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>>;
 
-    /// Stores a new session and its first refresh token (generation 0) atomically.
+    /// Stores a new session with its first refresh token's hash (generation 0).
     async fn create_session(&self, session: &SessionRecord, refresh_hash: &TokenHash) -> StoreResult<()>;
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>>;
     /// The session a refresh token of any generation belongs to, and that generation.
-    async fn find_by_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshCandidate>>;
+    async fn find_by_refresh(&self, token: &RefreshLookup) -> StoreResult<Option<RefreshCandidate>>;
     /// Locks the token's session, asks `decide`, applies the decision, commits.
-    /// `None` when no session has ever issued this token.
-    async fn refresh(&self, hash: &TokenHash, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>>;
+    /// `None` when no session has ever issued this token. A rotation
+    /// replaces the session row's current token hash: nothing grows.
+    async fn refresh(&self, token: &RefreshLookup, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>>;
+    /// The server secret called `name`: `fresh` is stored if there is none
+    /// yet, and whichever was stored first is returned, so that every
+    /// process sharing the database holds the same one.
+    async fn server_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>>;
 
     /// Revokes one session (of `owner`, when given) if it is live, writing
     /// its `session_revoked` event in the same transaction. `None` when there

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::{
     AuditEvent, Backend, Decide, DurableStore, EventBatch, EventCursor, EventKind, EventStart, RefreshCandidate,
-    RefreshDecision, Revocation, Revoked, SessionEvent, SessionRecord, StoreError, StoreResult, UserRecord,
-    CLEANUP_TIMEOUT,
+    RefreshDecision, RefreshLookup, Revocation, Revoked, SessionEvent, SessionRecord, StoreError, StoreResult,
+    UserRecord, CLEANUP_TIMEOUT,
 };
 use crate::config::SecretUrl;
 use crate::domain::{Actor, RevokeReason, SessionId, TokenHash, UserId};
@@ -221,6 +221,54 @@ struct CandidateRow {
     token_generation: i64,
 }
 
+#[derive(FromRow)]
+struct SignedRow {
+    #[sqlx(flatten)]
+    session: SessionRow,
+    refresh_hash: Option<Vec<u8>>,
+}
+
+/// The candidate for a presented refresh token; `lock` takes the session
+/// row's lock (inside the caller's transaction).
+async fn lookup_refresh(
+    conn: &mut sqlx::PgConnection,
+    token: &RefreshLookup,
+    lock: bool,
+) -> Result<Option<RefreshCandidate>, sqlx::Error> {
+    let lock = if lock { " FOR UPDATE OF s" } else { "" };
+    match token {
+        RefreshLookup::Legacy(hash) => {
+            let row: Option<CandidateRow> = sqlx::query_as(&format!(
+                "SELECT {SESSION_COLUMNS}, t.generation AS token_generation \
+                 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+                 WHERE t.token_hash = $1{lock}"
+            ))
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *conn)
+            .await?;
+            Ok(row.map(|r| RefreshCandidate {
+                session: r.session.into(),
+                token_generation: r.token_generation,
+            }))
+        }
+        RefreshLookup::Signed {
+            session,
+            generation,
+            hash,
+        } => {
+            let row: Option<SignedRow> = sqlx::query_as(&format!(
+                "SELECT {SESSION_COLUMNS}, s.refresh_hash FROM sessions s WHERE s.id = $1{lock}"
+            ))
+            .bind(session.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+            Ok(row.and_then(|r| {
+                RefreshLookup::signed_candidate(*generation, hash, r.session.into(), r.refresh_hash.as_deref())
+            }))
+        }
+    }
+}
+
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.client_id, s.scope, s.device_name, s.user_agent, s.ip, \
      s.created_at, s.last_used_at, s.expires_at, s.absolute_expires_at, s.refresh_generation, \
      s.rotated_at, s.grace_ciphertext, s.revoked_at, s.revoke_reason";
@@ -346,11 +394,8 @@ impl DurableStore for PgStore {
             sqlx::query(
                 "WITH created AS ( \
                    INSERT INTO sessions (id, user_id, client_id, scope, device_name, user_agent, ip, created_at, \
-                   last_used_at, expires_at, absolute_expires_at, refresh_generation, rotated_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)), \
-                 token AS ( \
-                   INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) \
-                   VALUES ($14, $1, $12, $13)) \
+                   last_used_at, expires_at, absolute_expires_at, refresh_generation, rotated_at, refresh_hash) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)) \
                  INSERT INTO session_events (kind, session_id, user_id, at) VALUES ('session_created', $1, $2, $8)",
             )
             .bind(s.id.0)
@@ -384,42 +429,21 @@ impl DurableStore for PgStore {
         Ok(row.map(Into::into))
     }
 
-    async fn find_by_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshCandidate>> {
-        let row: Option<CandidateRow> = self
-            .bounded(
-                sqlx::query_as(&format!(
-                    "SELECT {SESSION_COLUMNS}, t.generation AS token_generation \
-                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1"
-                ))
-                .bind(&hash.0[..])
-                .fetch_optional(&self.pool),
-            )
-            .await?;
-        Ok(row.map(|r| RefreshCandidate {
-            session: r.session.into(),
-            token_generation: r.token_generation,
-        }))
+    async fn find_by_refresh(&self, token: &RefreshLookup) -> StoreResult<Option<RefreshCandidate>> {
+        self.bounded(async {
+            let mut conn = self.pool.acquire().await?;
+            lookup_refresh(&mut conn, token, false).await
+        })
+        .await
     }
 
-    async fn refresh(&self, hash: &TokenHash, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>> {
+    async fn refresh(&self, token: &RefreshLookup, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>> {
         self.bounded(async {
             let mut tx = self.pool.begin().await?;
             // The row lock on the session serialises every refresh of it, so
             // concurrent presentations of one token see each other's rotation.
-            let row: Option<CandidateRow> = sqlx::query_as(&format!(
-                "SELECT {SESSION_COLUMNS}, t.generation AS token_generation \
-                 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
-                 WHERE t.token_hash = $1 FOR UPDATE OF s"
-            ))
-            .bind(&hash.0[..])
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
+            let Some(candidate) = lookup_refresh(&mut tx, token, true).await? else {
                 return Ok(None);
-            };
-            let candidate = RefreshCandidate {
-                session: row.session.into(),
-                token_generation: row.token_generation,
             };
             match decide(&candidate) {
                 RefreshDecision::Rotate {
@@ -428,16 +452,16 @@ impl DurableStore for PgStore {
                     expires_at,
                     grace_ciphertext,
                 } => {
-                    let generation = candidate.session.refresh_generation + 1;
+                    // One UPDATE of unindexed columns only (no index covers
+                    // `expires_at` since 0007), so Postgres can keep it HOT;
+                    // and no row is added anywhere.
                     sqlx::query(
-                        "WITH issued AS (INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) \
-                                         VALUES ($1, $2, $3, $4)) \
-                         UPDATE sessions SET refresh_generation = $3, rotated_at = $4, last_used_at = $4, \
-                                expires_at = $5, grace_ciphertext = $6 WHERE id = $2",
+                        "UPDATE sessions SET refresh_generation = $3, rotated_at = $4, last_used_at = $4, \
+                                expires_at = $5, grace_ciphertext = $6, refresh_hash = $1 WHERE id = $2",
                     )
                     .bind(&new_hash.0[..])
                     .bind(candidate.session.id.0)
-                    .bind(generation)
+                    .bind(candidate.session.refresh_generation + 1)
                     .bind(last_used_at)
                     .bind(expires_at)
                     .bind(grace_ciphertext)
@@ -451,6 +475,31 @@ impl DurableStore for PgStore {
             }
             tx.commit().await?;
             Ok(Some(candidate))
+        })
+        .await
+    }
+
+    async fn server_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>> {
+        self.bounded(async {
+            let stored: Option<(Vec<u8>,)> = sqlx::query_as(
+                "WITH ins AS ( \
+                   INSERT INTO server_secrets (name, secret) VALUES ($1, $2) \
+                   ON CONFLICT (name) DO NOTHING RETURNING secret) \
+                 SELECT secret FROM ins UNION ALL SELECT secret FROM server_secrets WHERE name = $1 LIMIT 1",
+            )
+            .bind(name)
+            .bind(fresh)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some((secret,)) = stored {
+                return Ok(secret);
+            }
+            // Another process inserted it after this statement's snapshot.
+            let (secret,): (Vec<u8>,) = sqlx::query_as("SELECT secret FROM server_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(secret)
         })
         .await
     }
@@ -586,8 +635,11 @@ impl DurableStore for PgStore {
     }
 
     async fn delete_ended_sessions(&self, cutoff: OffsetDateTime, now: OffsetDateTime, batch: i64) -> StoreResult<u64> {
-        // Two index scans (expiry, revocation) rather than one OR that may
-        // scan the whole table on every batch.
+        // Index scans (absolute end, revocation) rather than one OR that may
+        // scan the whole table on every batch. Idle expiry comes last and
+        // scans: no index may cover `expires_at`, which every refresh
+        // changes (that would make every refresh's UPDATE non-HOT), and
+        // cleanup runs in the background, bounded by CLEANUP_TIMEOUT.
         self.cleanup_bounded(async {
             let mut tx = self.pool.begin().await?;
             sqlx::query(&format!(
@@ -597,7 +649,7 @@ impl DurableStore for PgStore {
             .execute(&mut *tx)
             .await?;
             let mut deleted = 0;
-            for column in ["expires_at", "revoked_at"] {
+            for column in ["absolute_expires_at", "revoked_at", "expires_at"] {
                 let left = batch - deleted as i64;
                 if left <= 0 {
                     break;

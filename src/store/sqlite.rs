@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use super::{
     AuditEvent, Backend, Decide, DurableStore, EventBatch, EventCursor, EventKind, EventStart, RefreshCandidate,
-    RefreshDecision, Revocation, Revoked, SessionEvent, SessionRecord, StoreError, StoreResult, UserRecord,
-    CLEANUP_TIMEOUT,
+    RefreshDecision, RefreshLookup, Revocation, Revoked, SessionEvent, SessionRecord, StoreError, StoreResult,
+    UserRecord, CLEANUP_TIMEOUT,
 };
 use crate::domain::{Actor, RevokeReason, SessionId, TokenHash, UserId};
 
@@ -218,6 +218,54 @@ impl CandidateRow {
     }
 }
 
+#[derive(FromRow)]
+struct SignedRow {
+    #[sqlx(flatten)]
+    session: SessionRow,
+    refresh_hash: Option<Vec<u8>>,
+}
+
+/// The candidate for a presented refresh token (inner error: corrupt row).
+async fn lookup_refresh(
+    conn: &mut sqlx::SqliteConnection,
+    token: &RefreshLookup,
+) -> Result<Option<StoreResult<RefreshCandidate>>, sqlx::Error> {
+    match token {
+        RefreshLookup::Legacy(hash) => {
+            let row: Option<CandidateRow> = sqlx::query_as(&format!(
+                "SELECT {SESSION_COLUMNS}, t.generation AS token_generation \
+                 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?1"
+            ))
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *conn)
+            .await?;
+            Ok(row.map(CandidateRow::into_candidate))
+        }
+        RefreshLookup::Signed {
+            session,
+            generation,
+            hash,
+        } => {
+            let row: Option<SignedRow> = sqlx::query_as(&format!(
+                "SELECT {SESSION_COLUMNS}, s.refresh_hash FROM sessions s WHERE s.id = ?1"
+            ))
+            .bind(session.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let current_hash = row.refresh_hash;
+            Ok(match row.session.into_record() {
+                Ok(record) => {
+                    RefreshLookup::signed_candidate(*generation, hash, record, current_hash.as_deref()).map(Ok)
+                }
+                Err(e) => Some(Err(e)),
+            })
+        }
+    }
+}
+
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.client_id, s.scope, s.device_name, s.user_agent, s.ip, \
      s.created_at, s.last_used_at, s.expires_at, s.absolute_expires_at, s.refresh_generation, \
      s.rotated_at, s.grace_ciphertext, s.revoked_at, s.revoke_reason";
@@ -341,8 +389,8 @@ impl DurableStore for SqliteStore {
             let mut tx = self.pool.begin().await?;
             sqlx::query(
                 "INSERT INTO sessions (id, user_id, client_id, scope, device_name, user_agent, ip, created_at, \
-                 last_used_at, expires_at, absolute_expires_at, refresh_generation, rotated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 last_used_at, expires_at, absolute_expires_at, refresh_generation, rotated_at, refresh_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )
             .bind(s.id.0)
             .bind(s.user_id.0)
@@ -357,15 +405,7 @@ impl DurableStore for SqliteStore {
             .bind(micros(s.absolute_expires_at))
             .bind(s.refresh_generation)
             .bind(micros(s.rotated_at))
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) VALUES (?1, ?2, ?3, ?4)",
-            )
             .bind(&refresh_hash.0[..])
-            .bind(s.id.0)
-            .bind(s.refresh_generation)
-            .bind(micros(s.rotated_at))
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -392,61 +432,45 @@ impl DurableStore for SqliteStore {
         row.map(SessionRow::into_record).transpose()
     }
 
-    async fn find_by_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshCandidate>> {
-        let row: Option<CandidateRow> = self
-            .bounded(
-                sqlx::query_as(&format!(
-                    "SELECT {SESSION_COLUMNS}, t.generation AS token_generation \
-                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?1"
-                ))
-                .bind(&hash.0[..])
-                .fetch_optional(&self.pool),
-            )
-            .await?;
-        row.map(CandidateRow::into_candidate).transpose()
+    async fn find_by_refresh(&self, token: &RefreshLookup) -> StoreResult<Option<RefreshCandidate>> {
+        self.bounded(async {
+            let mut conn = self.pool.acquire().await?;
+            lookup_refresh(&mut conn, token).await
+        })
+        .await?
+        .transpose()
     }
 
-    async fn refresh(&self, hash: &TokenHash, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>> {
+    async fn refresh(&self, token: &RefreshLookup, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>> {
         // One bounded transaction: the single connection is the row lock, and
         // the rules decide while it is held.
         self.bounded(async {
             let mut tx = self.pool.begin().await?;
-            let row: Option<CandidateRow> = sqlx::query_as(&format!(
-                "SELECT {SESSION_COLUMNS}, t.generation AS token_generation \
-                 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?1"
-            ))
-            .bind(&hash.0[..])
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                return Ok(None);
-            };
-            let candidate = match row.into_candidate() {
-                Ok(c) => c,
-                Err(e) => return Ok(Some(Err(e))),
+            let candidate = match lookup_refresh(&mut tx, token).await? {
+                None => return Ok(None),
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return Ok(Some(Err(e))),
             };
             let id = candidate.session.id.0;
             match decide(&candidate) {
-                RefreshDecision::Rotate { new_hash, last_used_at, expires_at, grace_ciphertext } => {
+                RefreshDecision::Rotate {
+                    new_hash,
+                    last_used_at,
+                    expires_at,
+                    grace_ciphertext,
+                } => {
                     let generation = candidate.session.refresh_generation + 1;
-                    sqlx::query(
-                        "INSERT INTO refresh_tokens (token_hash, session_id, generation, issued_at) VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .bind(&new_hash.0[..])
-                    .bind(id)
-                    .bind(generation)
-                    .bind(micros(last_used_at))
-                    .execute(&mut *tx)
-                    .await?;
+                    // The current token's hash replaces the previous one: nothing grows.
                     sqlx::query(
                         "UPDATE sessions SET refresh_generation = ?1, rotated_at = ?2, last_used_at = ?2, \
-                         expires_at = ?3, grace_ciphertext = ?4 WHERE id = ?5",
+                         expires_at = ?3, grace_ciphertext = ?4, refresh_hash = ?6 WHERE id = ?5",
                     )
                     .bind(generation)
                     .bind(micros(last_used_at))
                     .bind(micros(expires_at))
                     .bind(grace_ciphertext)
                     .bind(id)
+                    .bind(&new_hash.0[..])
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -460,6 +484,24 @@ impl DurableStore for SqliteStore {
         })
         .await?
         .transpose()
+    }
+
+    async fn server_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("INSERT INTO server_secrets (name, secret) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING")
+                .bind(name)
+                .bind(fresh)
+                .execute(&mut *tx)
+                .await?;
+            let (secret,): (Vec<u8>,) = sqlx::query_as("SELECT secret FROM server_secrets WHERE name = ?1")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(secret)
+        })
+        .await
     }
 
     async fn revoke_session(

@@ -255,6 +255,11 @@ impl TestApp {
         }
     }
 
+    /// The SQLite database file (embedded backend only).
+    pub fn sqlite_file(&self) -> PathBuf {
+        self._dirs[0].path().join("authd.db")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

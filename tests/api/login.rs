@@ -29,7 +29,9 @@ async fn login_by_form_and_json(backend: Backend) {
     assert_eq!(body["scope"], "read write");
     assert!(body["session_id"].as_str().unwrap().parse::<uuid::Uuid>().is_ok());
     let refresh = body["refresh_token"].as_str().unwrap();
-    assert_eq!(refresh.len(), 43, "256-bit base64url without padding");
+    // base64url without padding of: version, session id, generation, 256
+    // random bits, and the server's HMAC-SHA256 tag.
+    assert_eq!(refresh.len(), 119, "base64url without padding, 256 random bits inside");
     assert!(refresh
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));

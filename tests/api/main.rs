@@ -24,6 +24,7 @@ mod login;
 mod openapi;
 mod ops;
 mod refresh;
+mod refresh_storage;
 mod revocation;
 mod security;
 mod sessions;
