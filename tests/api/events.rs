@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use sqlx::Connection;
 
-use crate::helpers::{eventually, readyz, Backend, Options, TestApp};
-use crate::servers::{spare_port, PgServer, RedisServer};
+use crate::helpers::{eventually, readyz, spawn_on_own_postgres, Backend, Options, TestApp};
+use crate::servers::{spare_port, RedisServer};
 use crate::sse::SseStream;
 
 /// kind, session, reason, actor, until
@@ -187,15 +187,7 @@ async fn a_revoker_whose_cache_write_never_happens_loses_nothing() {
 async fn a_follower_never_skips_an_event_whatever_order_transactions_commit_in() {
     // Its own Postgres: the held transaction holds back every follower of
     // the cluster, and other tests must not feel it.
-    let server = PgServer::start();
-    let one = TestApp::spawn_with(
-        Backend::Postgres,
-        Options {
-            database_url: Some(server.url()),
-            ..Options::default()
-        },
-    )
-    .await;
+    let (one, _server) = spawn_on_own_postgres().await;
     let two = second_process(&one, Options::default()).await;
     let mut users = Vec::new();
     for _ in 0..4 {

@@ -9,7 +9,7 @@ use authd::store::EventCursor;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::helpers::{Backend, Options, TestApp, PASSWORD, SVC_ID, SVC_SECRET};
+use crate::helpers::{spawn_on_own_postgres, Backend, Options, TestApp, PASSWORD, SVC_ID, SVC_SECRET};
 use crate::servers::PgServer;
 use crate::sse::{Frame, SseStream};
 
@@ -20,15 +20,7 @@ use crate::sse::{Frame, SseStream};
 async fn feed_app(backend: Backend) -> (TestApp, Option<PgServer>) {
     match backend {
         Backend::Postgres => {
-            let server = PgServer::start();
-            let app = TestApp::spawn_with(
-                Backend::Postgres,
-                Options {
-                    database_url: Some(server.url()),
-                    ..Options::default()
-                },
-            )
-            .await;
+            let (app, server) = spawn_on_own_postgres().await;
             (app, Some(server))
         }
         Backend::Embedded => (TestApp::spawn(backend).await, None),

@@ -465,3 +465,19 @@ pub async fn readyz(app: &TestApp) -> (u16, Value) {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 }
+
+/// An app on a Postgres server of its own (for tests that hold back, or
+/// time, the event log: any write transaction open anywhere in a cluster
+/// holds its followers' feed back). Keep the server alive with the app.
+pub async fn spawn_on_own_postgres() -> (TestApp, crate::servers::PgServer) {
+    let server = crate::servers::PgServer::start();
+    let app = TestApp::spawn_with(
+        Backend::Postgres,
+        Options {
+            database_url: Some(server.url()),
+            ..Options::default()
+        },
+    )
+    .await;
+    (app, server)
+}
