@@ -14,7 +14,9 @@ use crate::clock::Clock;
 use crate::domain::{RefreshKey, RefreshToken, RevokeReason, SessionId, UserId};
 use crate::error::{Error, Result};
 use crate::store::counters::CounterStore;
-use crate::store::{CacheLookup, DurableStore, RefreshLookup, Revocation, Revoked, SessionCache, SessionRecord};
+use crate::store::{
+    CacheLookup, DurableStore, LiveEntry, RefreshLookup, Revocation, Revoked, SessionCache, SessionFacts, SessionRecord,
+};
 
 pub mod account;
 pub mod audit;
@@ -197,21 +199,32 @@ impl SessionService {
 
     /// Signs the access token of a session at `now`.
     fn access_token(&self, session: &SessionRecord, now: OffsetDateTime) -> Result<(String, i64)> {
+        self.access_token_of(session.id, session.user_id, &session.facts(), now)
+    }
+
+    /// Signs the access token of session `id` of `user` at `now`.
+    fn access_token_of(
+        &self,
+        id: SessionId,
+        user: UserId,
+        facts: &SessionFacts,
+        now: OffsetDateTime,
+    ) -> Result<(String, i64)> {
         // Never past the session's idle end as of this login or refresh, nor its absolute end.
         let exp = (now + secs(self.policy.access_ttl))
             .min(now + secs(self.policy.idle_ttl))
-            .min(session.absolute_expires_at);
+            .min(facts.absolute_expires_at);
         let claims = AccessClaims {
             iss: self.tokens.issuer.clone(),
-            sub: session.user_id,
+            sub: user,
             aud: self.tokens.audience.clone(),
             exp: exp.unix_timestamp(),
             iat: now.unix_timestamp(),
             nbf: now.unix_timestamp(),
             jti: uuid::Uuid::now_v7().to_string(),
-            sid: session.id,
-            client_id: session.client_id.clone(),
-            scope: session.scope.clone(),
+            sid: id,
+            client_id: facts.client_id.clone(),
+            scope: facts.scope.clone(),
         };
         let token = self.tokens.sign(&claims)?;
         Ok((token, (exp - now).whole_seconds().max(0)))
@@ -250,8 +263,8 @@ impl SessionService {
         };
         match lookup {
             Ok(CacheLookup::Revoked) => return Ok(false),
-            Ok(CacheLookup::Live { user_id, expires_at }) if expires_at > now.unix_timestamp() => {
-                return Ok(user_id == user);
+            Ok(CacheLookup::Live(live)) if live.expires_at > now.unix_timestamp() => {
+                return Ok(live.user_id == user);
             }
             Ok(_) => metrics::counter!("authd_cache_misses_total").increment(1),
             Err(e) => {
@@ -268,22 +281,29 @@ impl SessionService {
 
     /// Brings the cache in line with a session just read from the database.
     pub(crate) async fn remember(&self, session: &SessionRecord, now: OffsetDateTime) {
-        let result = if session.revoked_at.is_some() {
-            self.cache
+        if session.revoked_at.is_some() {
+            let result = self
+                .cache
                 .mark_revoked(&[session.id], self.marker_ttl(session, now))
-                .await
+                .await;
+            cache_write_done(result);
         } else if session.is_live(now) {
-            let ttl = (session.expires_at - now).unsigned_abs().min(LIVE_CACHE_TTL);
-            self.cache
-                .put_live(session.id, session.user_id, session.expires_at.unix_timestamp(), ttl)
-                .await
-        } else {
-            Ok(())
-        };
-        if let Err(e) = result {
-            metrics::counter!("authd_cache_fallbacks_total").increment(1);
-            tracing::debug!(error = %e, "cache write failed");
+            self.remember_live(session.id, &LiveEntry::of(session), session.expires_at, now)
+                .await;
         }
+    }
+
+    /// Caches session `id` as live until `expires_at` (or for at most
+    /// `LIVE_CACHE_TTL`).
+    pub(crate) async fn remember_live(
+        &self,
+        id: SessionId,
+        entry: &LiveEntry,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) {
+        let ttl = (expires_at - now).unsigned_abs().min(LIVE_CACHE_TTL);
+        cache_write_done(self.cache.put_live(id, entry, ttl).await);
     }
 
     /// A revocation marker must outlive any cached "live" entry of the session.
@@ -343,5 +363,13 @@ impl SessionService {
     /// The event log follower's view, for readiness and the revocation feed.
     pub fn revocations(&self) -> &events::Revocations {
         &self.revocations
+    }
+}
+
+/// A cache write that failed costs only speed: the database decides.
+fn cache_write_done(result: crate::store::StoreResult<()>) {
+    if let Err(e) = result {
+        metrics::counter!("authd_cache_fallbacks_total").increment(1);
+        tracing::debug!(error = %e, "cache write failed");
     }
 }

@@ -6,7 +6,13 @@
 //! - any older token, or the previous one after the window: `invalid_grant`
 //!   and the whole session is revoked (`refresh_token_reuse`).
 //!
-//! The database row lock decides races; the cache never arbitrates.
+//! The database decides races; the cache never arbitrates. The common case
+//! (the current token of a session the cache knows) is one conditional
+//! statement: the new pair is signed from the cache's facts of the session
+//! first, and the database applies the rotation only if the session still
+//! stands as the cache said (live, at that generation and token, with those
+//! facts). Everything else, and any doubt, takes the locked path: the
+//! session row locked, the rules applied to it, the decision written.
 //!
 //! A token names its session and generation under the server's MAC, so only
 //! the current token's hash is stored: an older genuine token is known by its
@@ -16,9 +22,12 @@ use time::OffsetDateTime;
 
 use super::audit::{AuditKind, Meta};
 use super::{grace, secs, SessionService, TokenResponse};
-use crate::domain::{RefreshKey, RefreshToken, RevokeReason};
+use crate::domain::{RefreshKey, RefreshToken, RevokeReason, SessionId, TokenHash, UserId};
 use crate::error::{Error, Result};
-use crate::store::{RefreshCandidate, RefreshDecision, Revoked};
+use crate::store::{
+    CacheLookup, ConditionalRotation, LiveEntry, RefreshCandidate, RefreshDecision, RefreshLookup, Revoked,
+    SessionFacts,
+};
 
 pub const INVALID_REFRESH: &str = "refresh token is invalid, expired or revoked";
 
@@ -42,6 +51,20 @@ impl SessionService {
         };
         let key = self.refresh_key().await?;
         let now = self.clock.now();
+        if let RefreshLookup::Signed {
+            session,
+            generation,
+            hash,
+        } = lookup
+        {
+            if let Some(response) = self
+                .rotate_unlocked(session, generation, hash, &token, key, now)
+                .await?
+            {
+                metrics::counter!("authd_refreshes_total", "outcome" => "rotated").increment(1);
+                return Ok(response);
+            }
+        }
         let mut outcome = Outcome::Refused;
         let candidate = self
             .store
@@ -135,6 +158,52 @@ impl SessionService {
         )
     }
 
+    /// The one-statement rotation, when the cache knows the session's
+    /// facts. `None` sends the refresh down the locked path: no facts cached,
+    /// or the session is not as they say (moved on by another refresh,
+    /// revoked, expired, or a cache entry that lies).
+    async fn rotate_unlocked(
+        &self,
+        session: SessionId,
+        generation: i64,
+        presented_hash: TokenHash,
+        presented: &RefreshToken,
+        key: &RefreshKey,
+        now: OffsetDateTime,
+    ) -> Result<Option<TokenResponse>> {
+        let Ok(CacheLookup::Live(LiveEntry {
+            user_id,
+            facts: Some(facts),
+            ..
+        })) = self.cache.get(session).await
+        else {
+            return Ok(None);
+        };
+        let (rotation, response) = self.rotation(session, user_id, &facts, generation, presented, key, now)?;
+        let conditional = ConditionalRotation {
+            session,
+            user_id,
+            facts,
+            generation,
+            presented: presented_hash,
+            now,
+            new_hash: rotation.new_hash,
+            expires_at: rotation.expires_at,
+            grace_ciphertext: rotation.grace_ciphertext,
+        };
+        if !self.store.rotate_if_current(&conditional).await? {
+            metrics::counter!("authd_refresh_unlocked_misses_total").increment(1);
+            return Ok(None);
+        }
+        let entry = LiveEntry {
+            user_id,
+            expires_at: conditional.expires_at.unix_timestamp(),
+            facts: Some(conditional.facts),
+        };
+        self.remember_live(session, &entry, conditional.expires_at, now).await;
+        Ok(Some(response))
+    }
+
     fn rotate(
         &self,
         c: &RefreshCandidate,
@@ -143,26 +212,56 @@ impl SessionService {
         now: OffsetDateTime,
     ) -> Result<(RefreshDecision, TokenResponse)> {
         let s = &c.session;
-        let next = RefreshToken::mint(&self.rng, key, s.id, s.refresh_generation + 1)?;
-        let (access_token, expires_in) = self.access_token(s, now)?;
-        let expires_at = (now + secs(self.policy.idle_ttl)).min(s.absolute_expires_at);
+        let (rotation, response) =
+            self.rotation(s.id, s.user_id, &s.facts(), s.refresh_generation, presented, key, now)?;
+        let decision = RefreshDecision::Rotate {
+            new_hash: rotation.new_hash,
+            last_used_at: now,
+            expires_at: rotation.expires_at,
+            grace_ciphertext: rotation.grace_ciphertext,
+        };
+        Ok((decision, response))
+    }
+
+    /// The next pair of session `id` (now at `generation`, presented by
+    /// `presented`), and what the session row must hold once it is issued.
+    #[allow(clippy::too_many_arguments)]
+    fn rotation(
+        &self,
+        id: SessionId,
+        user: UserId,
+        facts: &SessionFacts,
+        generation: i64,
+        presented: &RefreshToken,
+        key: &RefreshKey,
+        now: OffsetDateTime,
+    ) -> Result<(Rotation, TokenResponse)> {
+        let next = RefreshToken::mint(&self.rng, key, id, generation + 1)?;
+        let (access_token, expires_in) = self.access_token_of(id, user, facts, now)?;
+        let expires_at = (now + secs(self.policy.idle_ttl)).min(facts.absolute_expires_at);
         let response = TokenResponse {
             access_token,
             token_type: "Bearer".into(),
             expires_in,
             refresh_token: next.expose().to_string(),
-            session_id: s.id,
-            scope: s.scope.clone(),
+            session_id: id,
+            scope: facts.scope.clone(),
             session_ends_at: Some(expires_at),
         };
         let plain = serde_json::to_vec(&response).map_err(|e| Error::Internal(format!("encode: {e}")))?;
-        let sealed = grace::seal(&self.rng, presented, s.id, s.refresh_generation + 1, &plain)?;
-        let decision = RefreshDecision::Rotate {
+        let grace_ciphertext = grace::seal(&self.rng, presented, id, generation + 1, &plain)?;
+        let rotation = Rotation {
             new_hash: next.hash(),
-            last_used_at: now,
             expires_at,
-            grace_ciphertext: sealed,
+            grace_ciphertext,
         };
-        Ok((decision, response))
+        Ok((rotation, response))
     }
+}
+
+/// What a rotation writes into the session row.
+struct Rotation {
+    new_hash: TokenHash,
+    expires_at: OffsetDateTime,
+    grace_ciphertext: Vec<u8>,
 }

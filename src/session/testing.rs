@@ -11,7 +11,7 @@ use super::{SessionService, LIVE_CACHE_TTL};
 use crate::auth::jwt::TokenIssuer;
 use crate::domain::{ClientId, Email, RefreshToken, SessionId, UserId};
 use crate::error::{Error, Result};
-use crate::store::{SessionRecord, UserRecord};
+use crate::store::{LiveEntry, SessionRecord, UserRecord};
 use time::OffsetDateTime;
 
 /// A session as a login would have stored it, with its refresh token.
@@ -70,7 +70,14 @@ impl SessionService {
     /// Puts a stored live session in the cache, as a bearer check does on a miss.
     pub async fn seed_cache_live(&self, id: SessionId, user: UserId, expires_at: OffsetDateTime) -> Result<()> {
         let ttl = (expires_at - self.clock.now()).unsigned_abs().min(LIVE_CACHE_TTL);
-        self.cache.put_live(id, user, expires_at.unix_timestamp(), ttl).await?;
+        // Without the session's facts (the bulk seeding keeps only ids):
+        // a refresh of it takes the locked path once, as after a cache expiry.
+        let entry = LiveEntry {
+            user_id: user,
+            expires_at: expires_at.unix_timestamp(),
+            facts: None,
+        };
+        self.cache.put_live(id, &entry, ttl).await?;
         Ok(())
     }
 

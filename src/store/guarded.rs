@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{CacheLookup, RevocationSource, SessionCache, StoreError, StoreResult};
-use crate::domain::{SessionId, UserId};
+use super::{CacheLookup, LiveEntry, RevocationSource, SessionCache, StoreError, StoreResult};
+use crate::domain::SessionId;
 
 /// How often an untrusted cache is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -210,11 +210,11 @@ impl SessionCache for GuardedCache {
         self.check(result)
     }
 
-    async fn put_live(&self, id: SessionId, user_id: UserId, expires_at: i64, ttl: Duration) -> StoreResult<()> {
+    async fn put_live(&self, id: SessionId, entry: &LiveEntry, ttl: Duration) -> StoreResult<()> {
         if !self.is_trusted() {
             return self.open_circuit();
         }
-        let result = self.0.inner.put_live(id, user_id, expires_at, ttl).await;
+        let result = self.0.inner.put_live(id, entry, ttl).await;
         self.check(result)
     }
 

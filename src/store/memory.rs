@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use moka::future::Cache;
 use moka::Expiry;
 
-use super::{Backend, CacheLookup, SessionCache, StoreResult};
-use crate::domain::{SessionId, UserId};
+use super::{Backend, CacheLookup, LiveEntry, SessionCache, StoreResult};
+use crate::domain::SessionId;
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -66,9 +66,9 @@ impl SessionCache for MemoryCache {
             .unwrap_or(CacheLookup::Miss))
     }
 
-    async fn put_live(&self, id: SessionId, user_id: UserId, expires_at: i64, ttl: Duration) -> StoreResult<()> {
+    async fn put_live(&self, id: SessionId, live: &LiveEntry, ttl: Duration) -> StoreResult<()> {
         let entry = Entry {
-            lookup: CacheLookup::Live { user_id, expires_at },
+            lookup: CacheLookup::Live(live.clone()),
             ttl,
         };
         // Atomic per key: a revocation marker is never replaced by a live entry.
@@ -110,18 +110,17 @@ mod tests {
     #[tokio::test]
     async fn revocation_markers_are_never_overwritten_by_fills() {
         let cache = MemoryCache::new(100);
-        let (sid, uid) = (SessionId::new(), UserId::new());
+        let sid = SessionId::new();
+        let live = LiveEntry {
+            user_id: crate::domain::UserId::new(),
+            expires_at: 10,
+            facts: None,
+        };
         assert_eq!(cache.get(sid).await.unwrap(), CacheLookup::Miss);
-        cache.put_live(sid, uid, 10, Duration::from_secs(60)).await.unwrap();
-        assert_eq!(
-            cache.get(sid).await.unwrap(),
-            CacheLookup::Live {
-                user_id: uid,
-                expires_at: 10
-            }
-        );
+        cache.put_live(sid, &live, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(cache.get(sid).await.unwrap(), CacheLookup::Live(live.clone()));
         cache.mark_revoked(&[sid], Duration::from_secs(60)).await.unwrap();
-        cache.put_live(sid, uid, 10, Duration::from_secs(60)).await.unwrap();
+        cache.put_live(sid, &live, Duration::from_secs(60)).await.unwrap();
         assert_eq!(cache.get(sid).await.unwrap(), CacheLookup::Revoked);
     }
 }

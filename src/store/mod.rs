@@ -85,6 +85,42 @@ impl SessionRecord {
     pub fn is_live(&self, now: OffsetDateTime) -> bool {
         self.revoked_at.is_none() && self.expires_at > now
     }
+
+    pub fn facts(&self) -> SessionFacts {
+        SessionFacts {
+            client_id: self.client_id.clone(),
+            scope: self.scope.clone(),
+            absolute_expires_at: self.absolute_expires_at,
+        }
+    }
+}
+
+/// What never changes in a session's life besides its ids: enough to sign
+/// its access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionFacts {
+    pub client_id: String,
+    pub scope: Option<String>,
+    pub absolute_expires_at: OffsetDateTime,
+}
+
+/// A rotation of a session's current refresh token that holds only if the
+/// session still stands as the caller believes: live at `now`, at
+/// `generation` with `presented` as its current token, and with `facts`
+/// (which the new access token was signed with). The database checks all
+/// of it in the one statement that writes, so a belief taken from the cache
+/// can be wrong without harm.
+#[derive(Debug, Clone)]
+pub struct ConditionalRotation {
+    pub session: SessionId,
+    pub user_id: UserId,
+    pub facts: SessionFacts,
+    pub generation: i64,
+    pub presented: TokenHash,
+    pub now: OffsetDateTime,
+    pub new_hash: TokenHash,
+    pub expires_at: OffsetDateTime,
+    pub grace_ciphertext: Vec<u8>,
 }
 
 /// One entry of the audit trail.
@@ -286,6 +322,10 @@ pub trait DurableStore: Send + Sync {
     /// `None` when no session has ever issued this token. A rotation
     /// replaces the session row's current token hash: nothing grows.
     async fn refresh(&self, token: &RefreshLookup, decide: &mut Decide<'_>) -> StoreResult<Option<RefreshCandidate>>;
+    /// Applies `rotation` in one statement if the session stands as it
+    /// expects; false, with nothing written, otherwise (the caller then
+    /// takes the locked path of `refresh`).
+    async fn rotate_if_current(&self, rotation: &ConditionalRotation) -> StoreResult<bool>;
     /// The server secret called `name`: `fresh` is stored if there is none
     /// yet, and whichever was stored first is returned, so that every
     /// process sharing the database holds the same one.
@@ -368,14 +408,30 @@ pub trait DurableStore: Send + Sync {
     fn watch_events(&self, wake: Arc<tokio::sync::Notify>);
 }
 
+/// A session cached as live, as of when it was cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveEntry {
+    pub user_id: UserId,
+    /// Its idle end as of then (unix seconds).
+    pub expires_at: i64,
+    /// `None` in entries written before facts were cached.
+    pub facts: Option<SessionFacts>,
+}
+
+impl LiveEntry {
+    pub fn of(session: &SessionRecord) -> Self {
+        LiveEntry {
+            user_id: session.user_id,
+            expires_at: session.expires_at.unix_timestamp(),
+            facts: Some(session.facts()),
+        }
+    }
+}
+
 /// What the cache knows of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheLookup {
-    /// Live as of when it was cached, until `expires_at` (unix seconds).
-    Live {
-        user_id: UserId,
-        expires_at: i64,
-    },
+    Live(LiveEntry),
     /// Revoked: authoritative, revocations are permanent.
     Revoked,
     Miss,
@@ -388,7 +444,7 @@ pub trait SessionCache: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
     async fn get(&self, id: SessionId) -> StoreResult<CacheLookup>;
     /// Caches a live session for `ttl`. Never hides a revocation marker.
-    async fn put_live(&self, id: SessionId, user_id: UserId, expires_at: i64, ttl: Duration) -> StoreResult<()>;
+    async fn put_live(&self, id: SessionId, entry: &LiveEntry, ttl: Duration) -> StoreResult<()>;
     /// Records revocations for `ttl` (at least as long as the sessions could have lived).
     async fn mark_revoked(&self, ids: &[SessionId], ttl: Duration) -> StoreResult<()>;
     /// Who the cache server is: changes when it restarts (maybe from an old

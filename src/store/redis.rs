@@ -16,7 +16,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::Script;
 
 use super::counters::{Counter, CounterStore, Take};
-use super::{Backend, CacheLookup, SessionCache, StoreError, StoreResult};
+use super::{Backend, CacheLookup, LiveEntry, SessionCache, SessionFacts, StoreError, StoreResult};
 use crate::config::SecretUrl;
 use crate::domain::{SessionId, UserId};
 
@@ -206,19 +206,50 @@ fn parse_entry(raw: Option<String>) -> CacheLookup {
     match raw.as_deref() {
         None => CacheLookup::Miss,
         Some(REVOKED) => CacheLookup::Revoked,
-        Some(entry) => {
-            let mut parts = entry.splitn(3, ':');
-            match (
-                parts.next(),
-                parts.next().and_then(|u| u.parse().ok()),
-                parts.next().and_then(|e| e.parse().ok()),
-            ) {
-                (Some("l"), Some(user), Some(expires_at)) => CacheLookup::Live {
-                    user_id: UserId(user),
-                    expires_at,
-                },
-                // Unreadable entries are treated as absent: the database decides.
-                _ => CacheLookup::Miss,
+        // Unreadable entries are treated as absent: the database decides.
+        Some(entry) => parse_live(entry).map_or(CacheLookup::Miss, CacheLookup::Live),
+    }
+}
+
+/// `l:<user>:<idle end, unix s>` and, since facts are cached,
+/// `:<absolute end, unix µs>:<JSON [client_id, scope]>`.
+fn parse_live(entry: &str) -> Option<LiveEntry> {
+    let mut parts = entry.splitn(5, ':');
+    if parts.next()? != "l" {
+        return None;
+    }
+    let user_id = UserId(parts.next()?.parse().ok()?);
+    let expires_at = parts.next()?.parse().ok()?;
+    let facts = match (parts.next(), parts.next()) {
+        (None, None) => None,
+        (Some(absolute), Some(rest)) => {
+            let micros: i128 = absolute.parse().ok()?;
+            let (client_id, scope): (String, Option<String>) = serde_json::from_str(rest).ok()?;
+            Some(SessionFacts {
+                client_id,
+                scope,
+                absolute_expires_at: time::OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1000)?).ok()?,
+            })
+        }
+        _ => return None,
+    };
+    Some(LiveEntry {
+        user_id,
+        expires_at,
+        facts,
+    })
+}
+
+fn format_live(entry: &LiveEntry) -> String {
+    let head = format!("l:{}:{}", entry.user_id, entry.expires_at);
+    match &entry.facts {
+        None => head,
+        Some(f) => {
+            let micros = f.absolute_expires_at.unix_timestamp_nanos() / 1000;
+            match serde_json::to_string(&(&f.client_id, &f.scope)) {
+                Ok(rest) => format!("{head}:{micros}:{rest}"),
+                // Without facts a refresh takes the locked path; nothing else differs.
+                Err(_) => head,
             }
         }
     }
@@ -261,9 +292,9 @@ impl SessionCache for RedisCache {
         Ok(parse_entry(raw))
     }
 
-    async fn put_live(&self, id: SessionId, user_id: UserId, expires_at: i64, ttl: Duration) -> StoreResult<()> {
+    async fn put_live(&self, id: SessionId, entry: &LiveEntry, ttl: Duration) -> StoreResult<()> {
         let mut conn = self.connection().await?;
-        let value = format!("l:{user_id}:{expires_at}");
+        let value = format_live(entry);
         let mut invocation = self.put_live.key(self.key(id));
         invocation.arg(value).arg(ttl.as_secs().max(1));
         self.bounded(invocation.invoke_async::<i64>(&mut conn))
@@ -372,12 +403,32 @@ mod tests {
         assert_eq!(parse_entry(Some("r".into())), CacheLookup::Revoked);
         assert_eq!(
             parse_entry(Some(format!("l:{u}:17"))),
-            CacheLookup::Live {
+            CacheLookup::Live(LiveEntry {
                 user_id: u,
-                expires_at: 17
-            }
+                expires_at: 17,
+                facts: None,
+            })
         );
         assert_eq!(parse_entry(Some("l:garbage:1".into())), CacheLookup::Miss);
+        assert_eq!(parse_entry(Some(format!("l:{u}:17:5"))), CacheLookup::Miss);
+        assert_eq!(parse_entry(Some(format!("l:{u}:17:5:[\"web\""))), CacheLookup::Miss);
+    }
+
+    #[test]
+    fn entries_with_facts_round_trip() {
+        let absolute = time::OffsetDateTime::from_unix_timestamp_nanos(1_893_456_000_123_456_000).unwrap();
+        for (client_id, scope) in [("web", Some("openid profile")), ("a:b\"c", None)] {
+            let entry = LiveEntry {
+                user_id: UserId::new(),
+                expires_at: 1_893_456_000,
+                facts: Some(SessionFacts {
+                    client_id: client_id.into(),
+                    scope: scope.map(String::from),
+                    absolute_expires_at: absolute,
+                }),
+            };
+            assert_eq!(parse_entry(Some(format_live(&entry))), CacheLookup::Live(entry));
+        }
     }
 
     #[test]

@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AuditEvent, Backend, Decide, DurableStore, EventBatch, EventCursor, EventKind, EventStart, RefreshCandidate,
-    RefreshDecision, RefreshLookup, Revocation, Revoked, SessionEvent, SessionRecord, StoreError, StoreResult,
-    UserRecord, CLEANUP_TIMEOUT,
+    AuditEvent, Backend, ConditionalRotation, Decide, DurableStore, EventBatch, EventCursor, EventKind, EventStart,
+    RefreshCandidate, RefreshDecision, RefreshLookup, Revocation, Revoked, SessionEvent, SessionRecord, StoreError,
+    StoreResult, UserRecord, CLEANUP_TIMEOUT,
 };
 use crate::domain::{Actor, RevokeReason, SessionId, TokenHash, UserId};
 
@@ -484,6 +484,34 @@ impl DurableStore for SqliteStore {
         })
         .await?
         .transpose()
+    }
+
+    async fn rotate_if_current(&self, r: &ConditionalRotation) -> StoreResult<bool> {
+        // One statement on the single connection: atomic with every other write.
+        let done = self
+            .bounded(
+                sqlx::query(
+                    "UPDATE sessions SET refresh_generation = refresh_generation + 1, rotated_at = ?7, \
+                            last_used_at = ?7, expires_at = ?8, grace_ciphertext = ?9, refresh_hash = ?10 \
+                     WHERE id = ?1 AND refresh_generation = ?2 AND refresh_hash = ?3 AND user_id = ?4 \
+                       AND client_id = ?5 AND scope IS ?6 AND absolute_expires_at = ?11 \
+                       AND revoked_at IS NULL AND expires_at > ?7",
+                )
+                .bind(r.session.0)
+                .bind(r.generation)
+                .bind(&r.presented.0[..])
+                .bind(r.user_id.0)
+                .bind(&r.facts.client_id)
+                .bind(&r.facts.scope)
+                .bind(micros(r.now))
+                .bind(micros(r.expires_at))
+                .bind(&r.grace_ciphertext)
+                .bind(&r.new_hash.0[..])
+                .bind(micros(r.facts.absolute_expires_at))
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn server_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>> {

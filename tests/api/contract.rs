@@ -21,8 +21,9 @@ use authd::store::postgres::PgStore;
 use authd::store::redis::RedisCache;
 use authd::store::sqlite::SqliteStore;
 use authd::store::{
-    AuditEvent, Backend, CacheLookup, DurableStore, EventCursor, EventKind, Revocation, RevocationSource, Revoked,
-    SessionCache, SessionEvent, SessionRecord, UserRecord,
+    AuditEvent, Backend, CacheLookup, ConditionalRotation, DurableStore, EventCursor, EventKind, LiveEntry,
+    RefreshLookup, Revocation, RevocationSource, Revoked, SessionCache, SessionEvent, SessionFacts, SessionRecord,
+    UserRecord,
 };
 use sqlx::Connection;
 use time::OffsetDateTime;
@@ -814,6 +815,141 @@ async fn rename(store: &dyn DurableStore) {
     );
 }
 
+async fn conditional_rotation(store: &dyn DurableStore) {
+    let u = user(store, "rotate@example.org").await;
+    let mallory = user(store, "rotate-mallory@example.org").await;
+    let s = session_record(u, at(0), at(100));
+    let current = token_hash();
+    store.create_session(&s, &current).await.unwrap();
+    let next = token_hash();
+    let rotation = |presented: TokenHash, generation: i64, now: OffsetDateTime| ConditionalRotation {
+        session: s.id,
+        user_id: u,
+        facts: s.facts(),
+        generation,
+        presented,
+        now,
+        new_hash: next,
+        expires_at: at(200),
+        grace_ciphertext: vec![7; 40],
+    };
+    let base = rotation(current, 0, at(1));
+    let facts = |f: SessionFacts| ConditionalRotation {
+        facts: f,
+        ..base.clone()
+    };
+    let wrong = [
+        ("another token", rotation(token_hash(), 0, at(1))),
+        ("a generation not current", rotation(current, 1, at(1))),
+        (
+            "another user",
+            ConditionalRotation {
+                user_id: mallory,
+                ..base.clone()
+            },
+        ),
+        (
+            "another client",
+            facts(SessionFacts {
+                client_id: "cli".into(),
+                ..s.facts()
+            }),
+        ),
+        (
+            "another scope",
+            facts(SessionFacts {
+                scope: None,
+                ..s.facts()
+            }),
+        ),
+        (
+            "another absolute end",
+            facts(SessionFacts {
+                absolute_expires_at: s.absolute_expires_at + time::Duration::microseconds(1),
+                ..s.facts()
+            }),
+        ),
+        ("at its idle end", rotation(current, 0, at(100))),
+        (
+            "another session",
+            ConditionalRotation {
+                session: SessionId::new(),
+                ..base.clone()
+            },
+        ),
+    ];
+    for (why, r) in &wrong {
+        assert!(!store.rotate_if_current(r).await.unwrap(), "{why}: refused");
+    }
+    assert!(
+        same(&store.get_session(s.id).await.unwrap().unwrap(), &s),
+        "a refused rotation writes nothing"
+    );
+
+    // Presented at once many times: exactly one rotation holds.
+    let tries = (0..8).map(|_| store.rotate_if_current(&base));
+    let held = futures_util::future::join_all(tries).await;
+    assert_eq!(held.iter().filter(|r| *r.as_ref().unwrap()).count(), 1, "{held:?}");
+    let rotated = store.get_session(s.id).await.unwrap().unwrap();
+    assert!(same(
+        &rotated,
+        &SessionRecord {
+            refresh_generation: 1,
+            rotated_at: at(1),
+            last_used_at: at(1),
+            expires_at: at(200),
+            grace_ciphertext: Some(vec![7; 40]),
+            ..s.clone()
+        }
+    ));
+    let lookup = |generation, hash| RefreshLookup::Signed {
+        session: s.id,
+        generation,
+        hash,
+    };
+    let found = store.find_by_refresh(&lookup(1, next)).await.unwrap().unwrap();
+    assert_eq!(found.token_generation, 1, "the new token is the current one");
+    assert!(
+        store.find_by_refresh(&lookup(1, current)).await.unwrap().is_none(),
+        "the old hash is gone"
+    );
+    assert!(
+        !store.rotate_if_current(&base).await.unwrap(),
+        "a spent token rotates nothing"
+    );
+
+    // A session without a scope matches a belief without one.
+    let unscoped = SessionRecord {
+        scope: None,
+        ..session_record(u, at(0), at(100))
+    };
+    let unscoped_token = token_hash();
+    store.create_session(&unscoped, &unscoped_token).await.unwrap();
+    let unscoped_rotation = ConditionalRotation {
+        session: unscoped.id,
+        facts: unscoped.facts(),
+        presented: unscoped_token,
+        ..base.clone()
+    };
+    assert!(store.rotate_if_current(&unscoped_rotation).await.unwrap());
+
+    store
+        .revoke_session(s.id, None, &revocation(RevokeReason::Logout, Actor::User, at(2)))
+        .await
+        .unwrap()
+        .unwrap();
+    let after_revoke = ConditionalRotation {
+        generation: 1,
+        presented: next,
+        now: at(3),
+        ..base.clone()
+    };
+    assert!(
+        !store.rotate_if_current(&after_revoke).await.unwrap(),
+        "a revoked session rotates nothing"
+    );
+}
+
 macro_rules! durable_contract {
     ($($part:ident),* $(,)?) => {
         mod durable_postgres {
@@ -837,7 +973,16 @@ macro_rules! durable_contract {
     };
 }
 
-durable_contract!(users, sessions, revocations, events, cleanup, audit, rename);
+durable_contract!(
+    users,
+    sessions,
+    revocations,
+    events,
+    cleanup,
+    audit,
+    rename,
+    conditional_rotation
+);
 
 // ---------------------------------------------------------------------------
 // The session cache's contract.
@@ -855,27 +1000,38 @@ async fn cache(cache: &dyn SessionCache, backend: Backend, has_identity: bool) {
 
     let (sid, uid) = (SessionId::new(), UserId::new());
     let minute = Duration::from_secs(60);
+    let live = |expires_at: i64| LiveEntry {
+        user_id: uid,
+        expires_at,
+        facts: None,
+    };
+    // What a refresh signs with, kept exactly (the database compares it).
+    let with_facts = LiveEntry {
+        facts: Some(SessionFacts {
+            client_id: "web:1 \"x\"".into(),
+            scope: Some("openid profile".into()),
+            absolute_expires_at: OffsetDateTime::from_unix_timestamp_nanos(1_893_460_000_123_456_000).unwrap(),
+        }),
+        ..live(1_893_456_950)
+    };
     assert_eq!(cache.get(sid).await.unwrap(), CacheLookup::Miss);
-    cache.put_live(sid, uid, 1_893_456_900, minute).await.unwrap();
+    cache.put_live(sid, &live(1_893_456_900), minute).await.unwrap();
+    assert_eq!(cache.get(sid).await.unwrap(), CacheLookup::Live(live(1_893_456_900)));
+    cache.put_live(sid, &with_facts, minute).await.unwrap();
     assert_eq!(
         cache.get(sid).await.unwrap(),
-        CacheLookup::Live {
-            user_id: uid,
-            expires_at: 1_893_456_900
-        }
+        CacheLookup::Live(with_facts.clone()),
+        "a session's facts are kept exactly"
     );
-    cache.put_live(sid, uid, 1_893_457_000, minute).await.unwrap();
+    cache.put_live(sid, &live(1_893_457_000), minute).await.unwrap();
     assert_eq!(
         cache.get(sid).await.unwrap(),
-        CacheLookup::Live {
-            user_id: uid,
-            expires_at: 1_893_457_000
-        },
+        CacheLookup::Live(live(1_893_457_000)),
         "a live entry is refreshed by a newer one"
     );
     cache.mark_revoked(&[sid], minute).await.unwrap();
     assert_eq!(cache.get(sid).await.unwrap(), CacheLookup::Revoked);
-    cache.put_live(sid, uid, 1_893_457_000, minute).await.unwrap();
+    cache.put_live(sid, &with_facts, minute).await.unwrap();
     assert_eq!(
         cache.get(sid).await.unwrap(),
         CacheLookup::Revoked,
@@ -884,7 +1040,7 @@ async fn cache(cache: &dyn SessionCache, backend: Backend, has_identity: bool) {
     // A marker for a session never cached as live.
     let unseen = SessionId::new();
     cache.mark_revoked(&[unseen], minute).await.unwrap();
-    cache.put_live(unseen, uid, 1_893_457_000, minute).await.unwrap();
+    cache.put_live(unseen, &live(1_893_457_000), minute).await.unwrap();
     assert_eq!(cache.get(unseen).await.unwrap(), CacheLookup::Revoked);
 
     cache.mark_revoked(&[], minute).await.unwrap();
@@ -896,12 +1052,12 @@ async fn cache(cache: &dyn SessionCache, backend: Backend, has_identity: bool) {
 
     // Entries end with their TTL (whole seconds are the shared granularity).
     let (brief, brief_marker) = (SessionId::new(), SessionId::new());
-    cache.put_live(brief, uid, 1, Duration::from_secs(1)).await.unwrap();
+    cache.put_live(brief, &live(1), Duration::from_secs(1)).await.unwrap();
     cache
         .mark_revoked(&[brief_marker], Duration::from_secs(1))
         .await
         .unwrap();
-    assert!(matches!(cache.get(brief).await.unwrap(), CacheLookup::Live { .. }));
+    assert!(matches!(cache.get(brief).await.unwrap(), CacheLookup::Live(_)));
     assert_eq!(cache.get(brief_marker).await.unwrap(), CacheLookup::Revoked);
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert_eq!(cache.get(brief).await.unwrap(), CacheLookup::Miss);

@@ -13,6 +13,7 @@ both_backends!(
     older_token_reuse_revokes_even_inside_the_window,
     idle_timeout_ends_a_session,
     refresh_never_extends_past_the_absolute_lifetime,
+    a_cache_that_lies_about_a_session_changes_no_token,
 );
 
 async fn refresh_ok(app: &TestApp, token: &str) -> Tokens {
@@ -148,4 +149,67 @@ async fn refresh_never_extends_past_the_absolute_lifetime(backend: Backend) {
     assert!(exp <= absolute.unix_timestamp());
     app.clock.advance(Duration::from_secs(3 * 86400 + 1));
     assert_eq!(app.refresh(&current.refresh).await.status(), 400);
+}
+
+/// The one-statement rotation signs from the cache's facts of a session
+/// before the database confirms them: a poisoned or stale entry must only
+/// cost the locked path, never put its claims into a token.
+async fn a_cache_that_lies_about_a_session_changes_no_token(backend: Backend) {
+    use authd::store::{CacheLookup, LiveEntry, SessionFacts};
+    let app = TestApp::spawn(backend).await;
+    let (_, t0) = app.user_with_session().await;
+    let (_, mallory) = app.user_with_session().await;
+    let sid = t0.session_id.parse().unwrap();
+    let cache = app.state.sessions.cache();
+    let CacheLookup::Live(entry) = cache.get(sid).await.unwrap() else {
+        panic!("a login caches its session");
+    };
+    let facts = entry.facts.clone().expect("with the facts a refresh signs with");
+    let real = crate::helpers::jwt_part(&t0.access, 1);
+    let mallory_sub = crate::helpers::jwt_part(&mallory.access, 1)["sub"].clone();
+    let lies = [
+        LiveEntry {
+            user_id: mallory_sub.as_str().unwrap().parse().unwrap(),
+            ..entry.clone()
+        },
+        LiveEntry {
+            facts: Some(SessionFacts {
+                scope: Some("admin".into()),
+                client_id: "other-client".into(),
+                ..facts.clone()
+            }),
+            ..entry.clone()
+        },
+        LiveEntry {
+            facts: Some(SessionFacts {
+                absolute_expires_at: facts.absolute_expires_at + time::Duration::days(365),
+                ..facts.clone()
+            }),
+            ..entry.clone()
+        },
+    ];
+    let mut current = t0;
+    for lie in lies {
+        cache.put_live(sid, &lie, Duration::from_secs(60)).await.unwrap();
+        let next = refresh_ok(&app, &current.refresh).await;
+        let claims = crate::helpers::jwt_part(&next.access, 1);
+        for claim in ["sub", "sid", "client_id", "scope"] {
+            assert_eq!(
+                claims[claim], real[claim],
+                "{claim} comes from the database, not the cache"
+            );
+        }
+        assert!(claims["exp"].as_i64().unwrap() <= facts.absolute_expires_at.unix_timestamp());
+        app.assert_session_accepted(&next).await;
+        current = next;
+    }
+    let session = app.state.sessions.store().get_session(sid).await.unwrap().unwrap();
+    assert_eq!(session.refresh_generation, 3, "each refresh rotated once");
+    assert_eq!(app.introspect(&current.refresh).await["active"], true);
+    // The locked path put the truth back: the next refresh can take the short one.
+    let CacheLookup::Live(healed) = cache.get(sid).await.unwrap() else {
+        panic!("cached again");
+    };
+    assert_eq!(healed.facts, Some(facts));
+    assert_eq!(healed.user_id, entry.user_id);
 }
