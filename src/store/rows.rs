@@ -39,6 +39,7 @@ impl From<Infallible> for StoreError {
     }
 }
 
+/// A stored time where the caller's error is a `StoreError` whatever the store.
 fn time<T: StoredTime>(t: T) -> StoreResult<OffsetDateTime> {
     t.into_time().map_err(Into::into)
 }
