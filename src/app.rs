@@ -13,7 +13,7 @@ use crate::auth::jwt::TokenIssuer;
 use crate::auth::keys::{self, KeySet, KeyTiming};
 use crate::auth::password::PasswordHasher;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{ServeConfig, StoreConfig};
+use crate::config::{KeysConfig, ServeConfig, StoreConfig, TimingConfig};
 use crate::http::limits::FloodLimit;
 use crate::http::serve::ConnectionLimits;
 use crate::http::{self, AppState};
@@ -46,6 +46,15 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// When a new key may sign and how long a retired one stays published:
+/// `serve` and the `keys` commands both ask here, so they agree.
+pub fn key_timing(keys: &KeysConfig, timing: &TimingConfig) -> KeyTiming {
+    KeyTiming {
+        publish_delay: keys.publish_delay(timing.clock_skew),
+        overlap: timing.access_ttl + timing.clock_skew,
+    }
 }
 
 /// Opens the durable store named by the configuration.
@@ -116,10 +125,7 @@ impl Application {
         guarded.settle(Duration::from_secs(1)).await;
         let cache: Arc<dyn SessionCache> = Arc::new(guarded);
 
-        let overlap = KeyTiming {
-            publish_delay: config.keys.publish_delay(config.clock_skew),
-            overlap: config.access_ttl + config.clock_skew,
-        };
+        let overlap = key_timing(&config.keys, &config.timing);
         let mut key_set = KeySet::load_or_empty(&config.keys.keys_dir, overlap)?;
         if key_set.is_empty() {
             if !embedded {
@@ -153,8 +159,8 @@ impl Application {
             Arc::new(key_set),
             config.issuer(),
             config.audience.clone(),
-            config.access_ttl,
-            config.clock_skew,
+            config.timing.access_ttl,
+            config.timing.clock_skew,
         ));
         let params = config.argon2.params().map_err(anyhow::Error::msg)?;
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -165,7 +171,7 @@ impl Application {
             config.argon2.pepper.as_ref().map(|p| p.expose()),
         )?;
         let policy = Policy {
-            access_ttl: config.access_ttl,
+            access_ttl: config.timing.access_ttl,
             idle_ttl: config.session_idle_ttl,
             max_ttl: config.session_max_ttl,
             refresh_grace: config.refresh_grace,

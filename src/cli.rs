@@ -4,8 +4,8 @@
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::app::{self, Application};
-use crate::auth::keys::{self, KeySet, KeyStatus, KeyTiming};
-use crate::config::{KeysConfig, ServeConfig, StoreConfig};
+use crate::auth::keys::{self, KeySet, KeyStatus};
+use crate::config::{KeysCommandConfig, ServeConfig, StoreConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "authd", version, about = "Sessions and tokens done right")]
@@ -30,11 +30,11 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Create the first signing key (refuses when keys exist; use rotate).
-    Generate(KeysConfig),
+    Generate(KeysCommandConfig),
     /// Add a new signing key; older keys stay published until their tokens expire.
-    Rotate(KeysConfig),
+    Rotate(KeysCommandConfig),
     /// List keys and their status.
-    List(KeysConfig),
+    List(KeysCommandConfig),
 }
 
 impl Cli {
@@ -80,21 +80,6 @@ fn env_var_of(error: &clap::Error, args: &[String]) -> Option<String> {
     None
 }
 
-/// The timing `serve` would use: the same variables, the same defaults.
-fn keys_timing(config: &KeysConfig) -> KeyTiming {
-    let env = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| crate::config::parse_duration(&v).ok())
-            .unwrap_or(std::time::Duration::from_secs(default))
-    };
-    let skew = env("AUTHD_CLOCK_SKEW", 2);
-    KeyTiming {
-        publish_delay: config.publish_delay(skew),
-        overlap: env("AUTHD_ACCESS_TTL", 900) + skew,
-    }
-}
-
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let Some(command) = cli.command else {
         anyhow::bail!("no command given; try `authd serve`");
@@ -129,8 +114,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("deleted {deleted} audit events past retention");
             Ok(())
         }
-        Command::Keys(KeysCommand::Generate(config)) => {
-            let existing = KeySet::load_or_empty(&config.keys_dir, keys_timing(&config))?;
+        Command::Keys(KeysCommand::Generate(KeysCommandConfig { keys: config, timing })) => {
+            timing.validate().map_err(anyhow::Error::msg)?;
+            let existing = KeySet::load_or_empty(&config.keys_dir, app::key_timing(&config, &timing))?;
             if !existing.is_empty() {
                 anyhow::bail!(
                     "{} already holds {} key(s); use `authd keys rotate` to add a new signing key",
@@ -142,10 +128,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("generated {kid} ({}) in {}", config.alg, config.keys_dir.display());
             Ok(())
         }
-        Command::Keys(KeysCommand::Rotate(config)) => {
+        Command::Keys(KeysCommand::Rotate(KeysCommandConfig { keys: config, timing })) => {
+            timing.validate().map_err(anyhow::Error::msg)?;
             let now = app::system_clock().now();
             let kid = keys::generate(&config.keys_dir, config.alg, now)?;
-            let set = KeySet::load(&config.keys_dir, keys_timing(&config))?;
+            let set = KeySet::load(&config.keys_dir, app::key_timing(&config, &timing))?;
             let index = set.iter().position(|k| k.kid == kid).unwrap_or(0);
             match set.status(index, now) {
                 KeyStatus::Published { signs_from } => println!(
@@ -160,8 +147,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Keys(KeysCommand::List(config)) => {
-            let set = KeySet::load_or_empty(&config.keys_dir, keys_timing(&config))?;
+        Command::Keys(KeysCommand::List(KeysCommandConfig { keys: config, timing })) => {
+            timing.validate().map_err(anyhow::Error::msg)?;
+            let set = KeySet::load_or_empty(&config.keys_dir, app::key_timing(&config, &timing))?;
             if set.is_empty() {
                 println!("no keys in {}", config.keys_dir.display());
             }

@@ -140,9 +140,8 @@ pub struct ServeConfig {
     #[arg(long, env = "AUTHD_DEFAULT_CLIENT_ID", default_value = "authd")]
     pub default_client_id: String,
 
-    /// Access token lifetime.
-    #[arg(long, env = "AUTHD_ACCESS_TTL", value_parser = parse_duration, default_value = "15m")]
-    pub access_ttl: Duration,
+    #[command(flatten)]
+    pub timing: TimingConfig,
 
     /// A session ends this long after its last login or refresh.
     #[arg(long, env = "AUTHD_SESSION_IDLE_TTL", value_parser = parse_duration, default_value = "30d")]
@@ -155,10 +154,6 @@ pub struct ServeConfig {
     /// How long the previous refresh token still returns the same new pair.
     #[arg(long, env = "AUTHD_REFRESH_GRACE", value_parser = parse_duration, default_value = "10s")]
     pub refresh_grace: Duration,
-
-    /// Clock skew tolerated on `exp` and `nbf`.
-    #[arg(long, env = "AUTHD_CLOCK_SKEW", value_parser = parse_duration, default_value = "2s")]
-    pub clock_skew: Duration,
 
     /// Service clients: `id:secret,id2:secret2:introspect+feed+admin`. Roles
     /// (`introspect`, `feed`, `admin`) limit what a client may call; a client
@@ -215,15 +210,13 @@ impl ServeConfig {
 
     /// Cross-field checks clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
-        if self.access_ttl.is_zero() {
-            return Err("AUTHD_ACCESS_TTL must be positive".into());
-        }
+        self.timing.validate()?;
         if self.session_idle_ttl.is_zero() || self.session_max_ttl.is_zero() {
             return Err("AUTHD_SESSION_IDLE_TTL and AUTHD_SESSION_MAX_TTL must be positive".into());
         }
         // An access token must not outlive the idle end of the session it
         // names (the session could end while the token still verifies offline).
-        if self.access_ttl > self.session_idle_ttl {
+        if self.timing.access_ttl > self.session_idle_ttl {
             return Err("AUTHD_ACCESS_TTL must not exceed AUTHD_SESSION_IDLE_TTL".into());
         }
         if self.session_idle_ttl > self.session_max_ttl {
@@ -237,9 +230,6 @@ impl ServeConfig {
         }
         if self.edge.max_connections == 0 {
             return Err("AUTHD_MAX_CONNECTIONS must be positive".into());
-        }
-        if self.clock_skew > Duration::from_secs(300) {
-            return Err("AUTHD_CLOCK_SKEW must be at most 5m".into());
         }
         if self.events.follower_poll.is_zero() || self.events.follower_poll >= self.events.follower_max_lag {
             return Err("AUTHD_FOLLOWER_POLL must be positive and shorter than AUTHD_FOLLOWER_MAX_LAG".into());
@@ -258,6 +248,32 @@ impl ServeConfig {
             }
         }
         self.argon2.params().map(|_| ())
+    }
+}
+
+/// Token timing: `serve` signs and checks tokens with it, and `keys`
+/// derives from it when a new key may sign and an old one retires.
+#[derive(Args, Debug, Clone)]
+pub struct TimingConfig {
+    /// Access token lifetime.
+    #[arg(long, env = "AUTHD_ACCESS_TTL", value_parser = parse_duration, default_value = "15m")]
+    pub access_ttl: Duration,
+
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[arg(long, env = "AUTHD_CLOCK_SKEW", value_parser = parse_duration, default_value = "2s")]
+    pub clock_skew: Duration,
+}
+
+impl TimingConfig {
+    /// Checks clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.access_ttl.is_zero() {
+            return Err("AUTHD_ACCESS_TTL must be positive".into());
+        }
+        if self.clock_skew > Duration::from_secs(300) {
+            return Err("AUTHD_CLOCK_SKEW must be at most 5m".into());
+        }
+        Ok(())
     }
 }
 
@@ -311,6 +327,17 @@ impl KeysConfig {
         self.publish_delay
             .unwrap_or_else(|| crate::auth::keys::KeyTiming::default_publish_delay(clock_skew))
     }
+}
+
+/// What the `keys` subcommands read: the keys and the token timing `serve`
+/// would use, so a key's publication and retirement agree with the service's.
+#[derive(Args, Debug, Clone)]
+pub struct KeysCommandConfig {
+    #[command(flatten)]
+    pub keys: KeysConfig,
+
+    #[command(flatten)]
+    pub timing: TimingConfig,
 }
 
 impl Default for KeysConfig {

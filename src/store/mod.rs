@@ -19,6 +19,7 @@ pub mod guarded;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+mod rows;
 pub mod sqlite;
 
 #[derive(Debug, Clone, thiserror::Error)]

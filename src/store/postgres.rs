@@ -11,13 +11,14 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::rows::{self, AUDIT_COLUMNS, EVENT_COLUMNS, SESSION_COLUMNS, USER_COLUMNS};
 use super::{
-    AuditEvent, Backend, ConditionalRotation, Decide, DurableStore, EventBatch, EventCursor, EventKind, EventStart,
-    RefreshCandidate, RefreshDecision, RefreshLookup, Revocation, Revoked, SessionEvent, SessionRecord, StoreError,
-    StoreResult, UserRecord, CLEANUP_TIMEOUT,
+    AuditEvent, Backend, ConditionalRotation, Decide, DurableStore, EventBatch, EventCursor, EventStart,
+    RefreshCandidate, RefreshDecision, RefreshLookup, Revocation, Revoked, SessionRecord, StoreError, StoreResult,
+    UserRecord, CLEANUP_TIMEOUT,
 };
 use crate::config::SecretUrl;
-use crate::domain::{Actor, RevokeReason, SessionId, TokenHash, UserId};
+use crate::domain::{SessionId, TokenHash, UserId};
 
 /// The NOTIFY channel a revocation's commit wakes followers on (migration 0004).
 const EVENTS_CHANNEL: &str = "authd_session_events";
@@ -54,112 +55,13 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
-#[derive(FromRow)]
-struct UserRow {
-    id: Uuid,
-    email: String,
-    password_hash: String,
-    created_at: OffsetDateTime,
-}
-
-impl From<UserRow> for UserRecord {
-    fn from(r: UserRow) -> Self {
-        UserRecord {
-            id: UserId(r.id),
-            email: r.email,
-            password_hash: r.password_hash,
-            created_at: r.created_at,
-        }
-    }
-}
-
-#[derive(FromRow)]
-struct SessionRow {
-    id: Uuid,
-    user_id: Uuid,
-    client_id: String,
-    scope: Option<String>,
-    device_name: String,
-    user_agent: Option<String>,
-    ip: Option<String>,
-    created_at: OffsetDateTime,
-    last_used_at: OffsetDateTime,
-    expires_at: OffsetDateTime,
-    absolute_expires_at: OffsetDateTime,
-    refresh_generation: i64,
-    rotated_at: OffsetDateTime,
-    grace_ciphertext: Option<Vec<u8>>,
-    revoked_at: Option<OffsetDateTime>,
-    revoke_reason: Option<String>,
-}
-
-impl From<SessionRow> for SessionRecord {
-    fn from(r: SessionRow) -> Self {
-        SessionRecord {
-            id: SessionId(r.id),
-            user_id: UserId(r.user_id),
-            client_id: r.client_id,
-            scope: r.scope,
-            device_name: r.device_name,
-            user_agent: r.user_agent,
-            ip: r.ip,
-            created_at: r.created_at,
-            last_used_at: r.last_used_at,
-            expires_at: r.expires_at,
-            absolute_expires_at: r.absolute_expires_at,
-            refresh_generation: r.refresh_generation,
-            rotated_at: r.rotated_at,
-            grace_ciphertext: r.grace_ciphertext,
-            revoked_at: r.revoked_at,
-            revoke_reason: r.revoke_reason,
-        }
-    }
-}
-
-#[derive(FromRow)]
-struct AuditRow {
-    id: Uuid,
-    at: OffsetDateTime,
-    kind: String,
-    user_id: Option<Uuid>,
-    session_id: Option<Uuid>,
-    actor: String,
-    reason: Option<String>,
-    ip: Option<String>,
-    user_agent: Option<String>,
-}
-
-#[derive(FromRow)]
-struct EventRow {
-    xact: i64,
-    seq: i64,
-    kind: String,
-    session_id: Uuid,
-    user_id: Uuid,
-    at: OffsetDateTime,
-    reason: Option<String>,
-    actor: Option<String>,
-    until: Option<OffsetDateTime>,
-}
-
-impl EventRow {
-    fn into_event(self) -> StoreResult<SessionEvent> {
-        Ok(SessionEvent {
-            cursor: EventCursor {
-                xact: self.xact,
-                seq: self.seq,
-            },
-            kind: EventKind::parse(&self.kind)
-                .ok_or_else(|| StoreError::Other(format!("unknown session event kind {:?}", self.kind)))?,
-            session_id: SessionId(self.session_id),
-            user_id: UserId(self.user_id),
-            at: self.at,
-            reason: self.reason.as_deref().and_then(RevokeReason::parse),
-            actor: self.actor.as_deref().map(Actor::parse),
-            until: self.until,
-        })
-    }
-}
+// The shared rows, with the times Postgres decodes itself.
+type UserRow = rows::UserRow<OffsetDateTime>;
+type SessionRow = rows::SessionRow<OffsetDateTime>;
+type CandidateRow = rows::CandidateRow<OffsetDateTime>;
+type SignedRow = rows::SignedRow<OffsetDateTime>;
+type AuditRow = rows::AuditRow<OffsetDateTime>;
+type EventRow = rows::EventRow<OffsetDateTime>;
 
 #[derive(FromRow)]
 struct HorizonRow {
@@ -168,7 +70,8 @@ struct HorizonRow {
     event: EventRow,
 }
 
-const EVENT_COLUMNS: &str = "xact_id::text::bigint AS xact, seq, kind, session_id, user_id, at, reason, actor, until";
+/// The event cursor's first half: the id of the transaction that wrote the event.
+const EVENT_XACT: &str = "xact_id::text::bigint AS xact";
 
 /// Revokes the live sessions that `condition` (over `$5`, `$6`) selects and
 /// logs a `session_revoked` event for each, in one statement.
@@ -214,20 +117,6 @@ async fn revoke_live<'e>(
         .collect())
 }
 
-#[derive(FromRow)]
-struct CandidateRow {
-    #[sqlx(flatten)]
-    session: SessionRow,
-    token_generation: i64,
-}
-
-#[derive(FromRow)]
-struct SignedRow {
-    #[sqlx(flatten)]
-    session: SessionRow,
-    refresh_hash: Option<Vec<u8>>,
-}
-
 /// The candidate for a presented refresh token; `lock` takes the session
 /// row's lock (inside the caller's transaction).
 async fn lookup_refresh(
@@ -268,10 +157,6 @@ async fn lookup_refresh(
         }
     }
 }
-
-const SESSION_COLUMNS: &str = "s.id, s.user_id, s.client_id, s.scope, s.device_name, s.user_agent, s.ip, \
-     s.created_at, s.last_used_at, s.expires_at, s.absolute_expires_at, s.refresh_generation, \
-     s.rotated_at, s.grace_ciphertext, s.revoked_at, s.revoke_reason";
 
 impl PgStore {
     pub async fn connect(url: &SecretUrl, max_connections: u32, timeout: Duration) -> StoreResult<Self> {
@@ -369,7 +254,7 @@ impl DurableStore for PgStore {
     async fn find_user_by_email(&self, email_normalized: &str) -> StoreResult<Option<UserRecord>> {
         let row: Option<UserRow> = self
             .bounded(
-                sqlx::query_as("SELECT id, email, password_hash, created_at FROM users WHERE email_normalized = $1")
+                sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email_normalized = $1"))
                     .bind(email_normalized)
                     .fetch_optional(&self.pool),
             )
@@ -380,7 +265,7 @@ impl DurableStore for PgStore {
     async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
         let row: Option<UserRow> = self
             .bounded(
-                sqlx::query_as("SELECT id, email, password_hash, created_at FROM users WHERE id = $1")
+                sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
                     .bind(id.0)
                     .fetch_optional(&self.pool),
             )
@@ -770,30 +655,15 @@ impl DurableStore for PgStore {
     async fn list_audit(&self, user: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>> {
         let rows: Vec<AuditRow> = self
             .bounded(
-                sqlx::query_as(
-                    "SELECT id, at, kind, user_id, session_id, actor, reason, ip, user_agent FROM audit_events \
-                     WHERE user_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
-                )
+                sqlx::query_as(&format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE user_id = $1 ORDER BY at DESC, id DESC LIMIT $2"
+                ))
                 .bind(user.0)
                 .bind(limit)
                 .fetch_all(&self.pool),
             )
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(AuditEvent {
-                    id: r.id,
-                    at: r.at,
-                    kind: r.kind,
-                    user_id: r.user_id.map(UserId),
-                    session_id: r.session_id.map(SessionId),
-                    actor: r.actor,
-                    reason: r.reason,
-                    ip: r.ip,
-                    user_agent: r.user_agent,
-                })
-            })
-            .collect()
+        rows.into_iter().map(AuditRow::into_event).collect()
     }
 
     async fn event_start(&self, now: OffsetDateTime) -> StoreResult<EventStart> {
@@ -808,7 +678,7 @@ impl DurableStore for PgStore {
             .fetch_optional(&self.pool)
             .await?;
             let rows: Vec<EventRow> = sqlx::query_as(&format!(
-                "SELECT {EVENT_COLUMNS} FROM session_events \
+                "SELECT {EVENT_XACT}, {EVENT_COLUMNS} FROM session_events \
                  WHERE kind = 'session_revoked' AND until > $1 AND xact_id < $2::text::xid8 ORDER BY xact_id, seq"
             ))
             .bind(now)
@@ -833,7 +703,7 @@ impl DurableStore for PgStore {
             .bounded(
                 sqlx::query_as(&format!(
                     "WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
-                     SELECT h.xmin::text::bigint AS horizon, {EVENT_COLUMNS} FROM session_events, h \
+                     SELECT h.xmin::text::bigint AS horizon, {EVENT_XACT}, {EVENT_COLUMNS} FROM session_events, h \
                      WHERE (xact_id, seq) > ($1::text::xid8, $2) \
                        AND (xact_id < h.xmin OR kind = 'session_revoked') \
                      ORDER BY xact_id, seq LIMIT $3"

@@ -10,16 +10,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::rows::{self, StoredTime, AUDIT_COLUMNS, EVENT_COLUMNS, SESSION_COLUMNS, USER_COLUMNS};
 use super::{
-    AuditEvent, Backend, ConditionalRotation, Decide, DurableStore, EventBatch, EventCursor, EventKind, EventStart,
-    RefreshCandidate, RefreshDecision, RefreshLookup, Revocation, Revoked, SessionEvent, SessionRecord, StoreError,
-    StoreResult, UserRecord, CLEANUP_TIMEOUT,
+    AuditEvent, Backend, ConditionalRotation, Decide, DurableStore, EventBatch, EventCursor, EventStart,
+    RefreshCandidate, RefreshDecision, RefreshLookup, Revocation, Revoked, SessionRecord, StoreError, StoreResult,
+    UserRecord, CLEANUP_TIMEOUT,
 };
-use crate::domain::{Actor, RevokeReason, SessionId, TokenHash, UserId};
+use crate::domain::{SessionId, TokenHash, UserId};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -49,110 +50,24 @@ fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
-#[derive(FromRow)]
-struct UserRow {
-    id: Uuid,
-    email: String,
-    password_hash: String,
-    created_at: i64,
-}
-
-impl UserRow {
-    fn into_record(self) -> StoreResult<UserRecord> {
-        Ok(UserRecord {
-            id: UserId(self.id),
-            email: self.email,
-            password_hash: self.password_hash,
-            created_at: from_micros(self.created_at)?,
-        })
+/// SQLite keeps times as integer microseconds since the epoch.
+impl StoredTime for i64 {
+    type Error = StoreError;
+    fn into_time(self) -> StoreResult<OffsetDateTime> {
+        from_micros(self)
     }
 }
 
-#[derive(FromRow)]
-struct SessionRow {
-    id: Uuid,
-    user_id: Uuid,
-    client_id: String,
-    scope: Option<String>,
-    device_name: String,
-    user_agent: Option<String>,
-    ip: Option<String>,
-    created_at: i64,
-    last_used_at: i64,
-    expires_at: i64,
-    absolute_expires_at: i64,
-    refresh_generation: i64,
-    rotated_at: i64,
-    grace_ciphertext: Option<Vec<u8>>,
-    revoked_at: Option<i64>,
-    revoke_reason: Option<String>,
-}
+// The shared rows, with SQLite's integer times.
+type UserRow = rows::UserRow<i64>;
+type SessionRow = rows::SessionRow<i64>;
+type CandidateRow = rows::CandidateRow<i64>;
+type SignedRow = rows::SignedRow<i64>;
+type AuditRow = rows::AuditRow<i64>;
+type EventRow = rows::EventRow<i64>;
 
-impl SessionRow {
-    fn into_record(self) -> StoreResult<SessionRecord> {
-        Ok(SessionRecord {
-            id: SessionId(self.id),
-            user_id: UserId(self.user_id),
-            client_id: self.client_id,
-            scope: self.scope,
-            device_name: self.device_name,
-            user_agent: self.user_agent,
-            ip: self.ip,
-            created_at: from_micros(self.created_at)?,
-            last_used_at: from_micros(self.last_used_at)?,
-            expires_at: from_micros(self.expires_at)?,
-            absolute_expires_at: from_micros(self.absolute_expires_at)?,
-            refresh_generation: self.refresh_generation,
-            rotated_at: from_micros(self.rotated_at)?,
-            grace_ciphertext: self.grace_ciphertext,
-            revoked_at: self.revoked_at.map(from_micros).transpose()?,
-            revoke_reason: self.revoke_reason,
-        })
-    }
-}
-
-#[derive(FromRow)]
-struct AuditRow {
-    id: Uuid,
-    at: i64,
-    kind: String,
-    user_id: Option<Uuid>,
-    session_id: Option<Uuid>,
-    actor: String,
-    reason: Option<String>,
-    ip: Option<String>,
-    user_agent: Option<String>,
-}
-
-#[derive(FromRow)]
-struct EventRow {
-    seq: i64,
-    kind: String,
-    session_id: Uuid,
-    user_id: Uuid,
-    at: i64,
-    reason: Option<String>,
-    actor: Option<String>,
-    until: Option<i64>,
-}
-
-impl EventRow {
-    fn into_event(self) -> StoreResult<SessionEvent> {
-        Ok(SessionEvent {
-            cursor: EventCursor { xact: 0, seq: self.seq },
-            kind: EventKind::parse(&self.kind)
-                .ok_or_else(|| StoreError::Other(format!("unknown session event kind {:?}", self.kind)))?,
-            session_id: SessionId(self.session_id),
-            user_id: UserId(self.user_id),
-            at: from_micros(self.at)?,
-            reason: self.reason.as_deref().and_then(RevokeReason::parse),
-            actor: self.actor.as_deref().map(Actor::parse),
-            until: self.until.map(from_micros).transpose()?,
-        })
-    }
-}
-
-const EVENT_COLUMNS: &str = "seq, kind, session_id, user_id, at, reason, actor, until";
+/// One writer, so the event cursor needs no transaction: its first half is 0.
+const EVENT_XACT: &str = "0 AS xact";
 
 const REVOKE_ONE: &str = "id = ?4 AND (?5 IS NULL OR user_id = ?5)";
 const REVOKE_USER: &str = "user_id = ?4 AND (?5 IS NULL OR id <> ?5)";
@@ -202,29 +117,6 @@ async fn revoke_live(
     Ok(revoked)
 }
 
-#[derive(FromRow)]
-struct CandidateRow {
-    #[sqlx(flatten)]
-    session: SessionRow,
-    token_generation: i64,
-}
-
-impl CandidateRow {
-    fn into_candidate(self) -> StoreResult<RefreshCandidate> {
-        Ok(RefreshCandidate {
-            session: self.session.into_record()?,
-            token_generation: self.token_generation,
-        })
-    }
-}
-
-#[derive(FromRow)]
-struct SignedRow {
-    #[sqlx(flatten)]
-    session: SessionRow,
-    refresh_hash: Option<Vec<u8>>,
-}
-
 /// The candidate for a presented refresh token (inner error: corrupt row).
 async fn lookup_refresh(
     conn: &mut sqlx::SqliteConnection,
@@ -265,10 +157,6 @@ async fn lookup_refresh(
         }
     }
 }
-
-const SESSION_COLUMNS: &str = "s.id, s.user_id, s.client_id, s.scope, s.device_name, s.user_agent, s.ip, \
-     s.created_at, s.last_used_at, s.expires_at, s.absolute_expires_at, s.refresh_generation, \
-     s.rotated_at, s.grace_ciphertext, s.revoked_at, s.revoke_reason";
 
 impl SqliteStore {
     /// Opens (creating if needed) `<dir>/authd.db`.
@@ -365,7 +253,7 @@ impl DurableStore for SqliteStore {
     async fn find_user_by_email(&self, email_normalized: &str) -> StoreResult<Option<UserRecord>> {
         let row: Option<UserRow> = self
             .bounded(
-                sqlx::query_as("SELECT id, email, password_hash, created_at FROM users WHERE email_normalized = ?1")
+                sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email_normalized = ?1"))
                     .bind(email_normalized)
                     .fetch_optional(&self.pool),
             )
@@ -376,7 +264,7 @@ impl DurableStore for SqliteStore {
     async fn get_user(&self, id: UserId) -> StoreResult<Option<UserRecord>> {
         let row: Option<UserRow> = self
             .bounded(
-                sqlx::query_as("SELECT id, email, password_hash, created_at FROM users WHERE id = ?1")
+                sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
                     .bind(id.0)
                     .fetch_optional(&self.pool),
             )
@@ -751,30 +639,15 @@ impl DurableStore for SqliteStore {
     async fn list_audit(&self, user: UserId, limit: i64) -> StoreResult<Vec<AuditEvent>> {
         let rows: Vec<AuditRow> = self
             .bounded(
-                sqlx::query_as(
-                    "SELECT id, at, kind, user_id, session_id, actor, reason, ip, user_agent FROM audit_events \
-                     WHERE user_id = ?1 ORDER BY at DESC, id DESC LIMIT ?2",
-                )
+                sqlx::query_as(&format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE user_id = ?1 ORDER BY at DESC, id DESC LIMIT ?2"
+                ))
                 .bind(user.0)
                 .bind(limit)
                 .fetch_all(&self.pool),
             )
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(AuditEvent {
-                    id: r.id,
-                    at: from_micros(r.at)?,
-                    kind: r.kind,
-                    user_id: r.user_id.map(UserId),
-                    session_id: r.session_id.map(SessionId),
-                    actor: r.actor,
-                    reason: r.reason,
-                    ip: r.ip,
-                    user_agent: r.user_agent,
-                })
-            })
-            .collect()
+        rows.into_iter().map(AuditRow::into_event).collect()
     }
 
     async fn event_start(&self, now: OffsetDateTime) -> StoreResult<EventStart> {
@@ -786,7 +659,7 @@ impl DurableStore for SqliteStore {
                     .fetch_one(&self.pool)
                     .await?;
                 let rows: Vec<EventRow> = sqlx::query_as(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM session_events \
+                    "SELECT {EVENT_XACT}, {EVENT_COLUMNS} FROM session_events \
                      WHERE kind = 'session_revoked' AND until > ?1 AND seq <= ?2 ORDER BY seq"
                 ))
                 .bind(micros(now))
@@ -810,7 +683,7 @@ impl DurableStore for SqliteStore {
         let rows: Vec<EventRow> = self
             .bounded(
                 sqlx::query_as(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM session_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                    "SELECT {EVENT_XACT}, {EVENT_COLUMNS} FROM session_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
                 ))
                 .bind(after.seq)
                 .bind(limit)

@@ -10,7 +10,7 @@ use authd::app::Application;
 use authd::auth::keys::{self, KeyAlg};
 use authd::clock::ShiftedClock;
 use authd::config::{
-    Argon2Config, EdgeConfig, EventsConfig, KeysConfig, LimitsConfig, SecretUrl, ServeConfig, StoreConfig,
+    Argon2Config, EdgeConfig, EventsConfig, KeysConfig, LimitsConfig, SecretUrl, ServeConfig, StoreConfig, TimingConfig,
 };
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -200,11 +200,13 @@ impl TestApp {
             issuer: Some("http://authd.test".into()),
             audience: "authd-test".into(),
             default_client_id: "web".into(),
-            access_ttl: options.access_ttl,
+            timing: TimingConfig {
+                access_ttl: options.access_ttl,
+                clock_skew: Duration::from_secs(2),
+            },
             session_idle_ttl: Duration::from_secs(30 * 86400),
             session_max_ttl: Duration::from_secs(90 * 86400),
             refresh_grace: options.refresh_grace,
-            clock_skew: Duration::from_secs(2),
             clients: options
                 .clients
                 .clone()
