@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{KeysConfig, ServeConfig, StoreConfig, TimingConfig};
 use crate::http::limits::FloodLimit;
 use crate::http::serve::ConnectionLimits;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, AppStateInner};
 use crate::session::events::{FollowerPolicy, Revocations};
 use crate::session::throttle::{Lockouts, ThrottlePolicy};
 use crate::session::{Policy, SessionService, Stores};
@@ -194,7 +194,7 @@ impl Application {
             counters,
         };
         let sessions = Arc::new(SessionService::new(stores, tokens, hasher, clock, policy, lockouts));
-        let state = AppState {
+        let state = AppState::new(AppStateInner {
             sessions,
             clients: Arc::new(config.clients.clone()),
             metrics: metrics_handle(),
@@ -216,7 +216,7 @@ impl Application {
                 .filter(|o| !o.is_empty())
                 .filter_map(|o| axum::http::HeaderValue::from_str(o).ok())
                 .collect(),
-        };
+        });
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (AUTHD_LISTEN): {e}", config.listen))?;

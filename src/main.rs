@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use authd::cli::{run, Cli};
 
+// Every request allocates a few dozen small blocks across threads; glibc's
+// malloc showed as ~12 % of the bearer check's CPU, mimalloc serves them from
+// per-thread pages.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse_with_default();

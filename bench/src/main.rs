@@ -37,6 +37,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tokio::runtime::Handle;
 
+// The allocator of the `authd` binary, so the in-process server is measured as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod baselines;
 mod cli;
 mod cpu;

@@ -33,8 +33,26 @@ pub mod users;
 /// Largest request body accepted anywhere.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// What every handler shares; cloned per request (by each extractor and
+/// middleware that takes it), so it is one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+pub struct AppStateInner {
     pub sessions: Arc<SessionService>,
     pub clients: Arc<ClientCredentials>,
     pub metrics: PrometheusHandle,
