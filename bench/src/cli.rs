@@ -35,13 +35,20 @@ pub struct Args {
     #[arg(long)]
     pub cell_secs: Option<f64>,
 
-    /// Operations to run: login,refresh,introspect,me,sessions,revoke,verify,verify-cached [default: all].
+    /// Operations to run [default: all]: login, refresh, introspect, me, sessions, revoke (HTTP);
+    /// verify, verify-cached (authd's own JWT check, in-process); verifier, verifier-cached (the
+    /// downstream `authd-verify` verifier on new / seen tokens); propagation (a session revoked
+    /// through authd's API → refused by the verifier).
     #[arg(long, value_delimiter = ',')]
     pub ops: Vec<String>,
 
     /// Concurrency levels [default: 1,32,256; 1,4 with --smoke].
     #[arg(long, value_delimiter = ',')]
     pub concurrency: Vec<usize>,
+
+    /// Sessions the propagation row revokes (one at a time) [default: 200, 5 with --smoke].
+    #[arg(long)]
+    pub revocations: Option<usize>,
 
     /// Skip the redis-benchmark and pgbench baselines.
     #[arg(long)]
@@ -72,6 +79,12 @@ pub struct Plan {
     pub redis_requests: u64,
     pub crypto: Duration,
     pub revoke_pool: usize,
+    /// Sessions the propagation row revokes (after one untimed warm-up).
+    pub revocations: usize,
+    /// New tokens of the verifier's interleaved timing against raw Ed25519.
+    pub fresh_vs_raw_tokens: usize,
+    /// Tasks that keep the verifier busy while revocations propagate.
+    pub propagation_load_tasks: usize,
     pub baselines: bool,
     /// How long the machine is watched, authd idle, before the load.
     pub idle_probe: Duration,
@@ -98,7 +111,7 @@ impl Plan {
         let mut ops = Vec::new();
         for name in &args.ops {
             let op = Op::ALL.into_iter().find(|op| op.key() == name.trim()).ok_or_else(|| {
-                anyhow!("unknown operation `{name}` (login,refresh,introspect,me,sessions,revoke,verify,verify-cached)")
+                anyhow!("unknown operation `{name}` (login,refresh,introspect,me,sessions,revoke,verify,verify-cached,verifier,verifier-cached,propagation)")
             })?;
             ops.push(op);
         }
@@ -123,6 +136,10 @@ impl Plan {
         if sessions > 10_000_000 {
             bail!("--sessions is bounded at 10000000");
         }
+        let revocations = args.revocations.unwrap_or(if args.smoke { 5 } else { 200 });
+        if revocations == 0 || revocations > 100_000 {
+            bail!("--revocations must be in 1..=100000");
+        }
         let revoke_cells = concurrency.len() as f64;
         let revoke_pool = ((cell.as_secs_f64() * revoke_cells * REVOKE_POOL_RATE) as usize).clamp(1000, 500_000);
         let plan = Plan {
@@ -140,6 +157,9 @@ impl Plan {
             redis_requests: if args.quick { 20_000 } else { 100_000 },
             crypto: Duration::from_secs_f64(if args.quick { 0.3 } else { 1.5 }),
             revoke_pool,
+            revocations,
+            fresh_vs_raw_tokens: if args.quick { 5_000 } else { 20_000 },
+            propagation_load_tasks: 4,
             baselines: !args.no_baselines,
             idle_probe: Duration::from_secs(1),
             login_users: 1000,
@@ -157,6 +177,7 @@ impl Plan {
             redis_requests: 2000,
             crypto: Duration::from_millis(50),
             revoke_pool: 200,
+            fresh_vs_raw_tokens: 500,
             idle_probe: Duration::from_millis(200),
             login_users: 16,
             access_users: 8,
@@ -179,10 +200,17 @@ pub enum Op {
     Refresh,
     Revoke,
     Login,
+    /// `authd_verify::Verifier::verify` of tokens it has never seen.
+    Verifier,
+    /// `authd_verify::Verifier::verify` of tokens it has verified before.
+    VerifierCached,
+    /// A session revoked with `POST /v1/logout` → refused by the verifier
+    /// (one measurement, not a cell per concurrency).
+    Propagation,
 }
 
 impl Op {
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 11] = [
         Op::Verify,
         Op::VerifyCached,
         Op::Introspect,
@@ -191,6 +219,9 @@ impl Op {
         Op::Refresh,
         Op::Revoke,
         Op::Login,
+        Op::Verifier,
+        Op::VerifierCached,
+        Op::Propagation,
     ];
 
     pub fn key(self) -> &'static str {
@@ -203,6 +234,9 @@ impl Op {
             Op::Refresh => "refresh",
             Op::Revoke => "revoke",
             Op::Login => "login",
+            Op::Verifier => "verifier",
+            Op::VerifierCached => "verifier-cached",
+            Op::Propagation => "propagation",
         }
     }
 
@@ -216,6 +250,9 @@ impl Op {
             Op::Refresh => "refresh",
             Op::Revoke => "revoke (refresh tok)",
             Op::Login => "login (argon2id)",
+            Op::Verifier => "verifier, new token",
+            Op::VerifierCached => "verifier, seen token",
+            Op::Propagation => "revoke → verifier",
         }
     }
 }

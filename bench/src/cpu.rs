@@ -1,10 +1,11 @@
 //! Where the machine's time went during a cell: CPU ticks of this process's
-//! threads (authd's or the client's) and of every other process, from /proc.
+//! threads (authd's, the client's or the downstream verifier's) and of every
+//! other process, from /proc.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::CLIENT_THREADS;
+use crate::{CLIENT_THREADS, DOWNSTREAM_THREADS};
 
 pub fn proc_status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -18,12 +19,19 @@ pub fn proc_status_kib(field: &str) -> Option<u64> {
 /// CPU ticks (USER_HZ) of this process's threads and of every other process.
 #[derive(Default)]
 pub struct CpuTicks {
-    /// tid → (an authd thread?, ticks).
-    threads: HashMap<u32, (bool, u64)>,
+    /// tid → (whose thread, ticks).
+    threads: HashMap<u32, (Side, u64)>,
     /// pid → (comm, ticks), other processes.
     procs: HashMap<u32, (String, u64)>,
     busy: u64,
     total: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Authd,
+    Client,
+    Downstream,
 }
 
 #[derive(Default, Clone)]
@@ -32,11 +40,14 @@ pub struct CpuUse {
     pub authd: f64,
     pub postgres: f64,
     pub redis: f64,
+    /// The load client and the downstream verifier (the bench's side).
     pub client: f64,
     pub other: f64,
     pub idle: f64,
     /// CPU seconds of authd's threads.
     pub authd_secs: f64,
+    /// CPU seconds of the downstream verifier's threads.
+    pub downstream_secs: f64,
     /// The busiest other process (comm, percent of all cores).
     pub top_other: Option<(String, f64)>,
 }
@@ -90,14 +101,21 @@ impl CpuTicks {
                 t.total = t.busy + at(3) + at(4);
             }
         }
-        // The client is the main thread and the `bench-cli` runtime; every
-        // other thread (runtime `authd-srv`, hashing threads…) is authd's.
+        // The client is the main thread and the `bench-cli` runtime, the
+        // verifier the `bench-ds` runtime; every other thread (runtime
+        // `authd-srv`, hashing threads…) is authd's.
         let me = std::process::id();
         for (tid, path) in numeric_entries("/proc/self/task") {
             if let Ok(text) = std::fs::read_to_string(path.join("stat")) {
                 if let Some((comm, ticks)) = stat_line(&text) {
-                    let client = tid == me || comm.starts_with(CLIENT_THREADS);
-                    t.threads.insert(tid, (!client, ticks));
+                    let side = if tid == me || comm.starts_with(CLIENT_THREADS) {
+                        Side::Client
+                    } else if comm.starts_with(DOWNSTREAM_THREADS) {
+                        Side::Downstream
+                    } else {
+                        Side::Authd
+                    };
+                    t.threads.insert(tid, (side, ticks));
                 }
             }
         }
@@ -124,13 +142,13 @@ impl CpuTicks {
     pub fn since(&self, before: &CpuTicks) -> CpuUse {
         let total = self.total.saturating_sub(before.total).max(1) as f64;
         let pct = |ticks: u64| ticks as f64 * 100.0 / total;
-        let (mut authd, mut client) = (0u64, 0u64);
-        for (tid, (is_authd, ticks)) in &self.threads {
+        let (mut authd, mut client, mut downstream) = (0u64, 0u64, 0u64);
+        for (tid, (side, ticks)) in &self.threads {
             let delta = ticks.saturating_sub(before.threads.get(tid).map(|t| t.1).unwrap_or(0));
-            if *is_authd {
-                authd += delta;
-            } else {
-                client += delta;
+            match side {
+                Side::Authd => authd += delta,
+                Side::Client => client += delta,
+                Side::Downstream => downstream += delta,
             }
         }
         let (mut postgres, mut redis) = (0u64, 0u64);
@@ -146,7 +164,8 @@ impl CpuTicks {
             }
         }
         let busy = pct(self.busy.saturating_sub(before.busy));
-        let (authd_pct, client_pct, pg_pct, redis_pct) = (pct(authd), pct(client), pct(postgres), pct(redis));
+        let (authd_pct, client_pct, pg_pct, redis_pct) =
+            (pct(authd), pct(client + downstream), pct(postgres), pct(redis));
         CpuUse {
             authd: authd_pct,
             postgres: pg_pct,
@@ -156,6 +175,7 @@ impl CpuTicks {
             idle: (100.0 - busy).max(0.0),
             // /proc reports in USER_HZ, 100 per second on Linux.
             authd_secs: authd as f64 / 100.0,
+            downstream_secs: downstream as f64 / 100.0,
             top_other: others
                 .into_iter()
                 .max_by_key(|(_, ticks)| *ticks)

@@ -144,7 +144,9 @@ fn request(
             };
             post_form(load, "/oauth/revoke").body(body(format!("token={token}")))?
         }
-        Op::Verify | Op::VerifyCached => bail!("JWT verification runs in-process"),
+        Op::Verify | Op::VerifyCached | Op::Verifier | Op::VerifierCached | Op::Propagation => {
+            bail!("{} runs in-process", op.key())
+        }
     };
     Ok(Some(req))
 }

@@ -19,14 +19,18 @@
 //! cargo run --release -p authd-bench -- --quick                    # ~30 s
 //! cargo run --release -p authd-bench                               # ~3 min
 //! cargo run --release -p authd-bench -- --sessions 1000000         # full space run
+//! cargo run --release -p authd-bench -- --ops verifier,verifier-cached,propagation --no-baselines
+//!                                                                 # the downstream verifier (issue 11)
 //! ```
 //!
 //! Modules: [`cli`] (arguments and the plan they give), [`world`] (the
 //! scratch database, Redis prefix and directory), [`server`] (authd
 //! in-process), [`seed`] (users, sessions, cache fill), [`load`] (the HTTP
 //! load client and in-process verify cells), [`baselines`] (argon2, raw
-//! Ed25519, redis-benchmark, pgbench), [`cpu`] (where the CPU time went),
-//! [`phases`] (the order of a run), [`report`] (the table and the targets).
+//! Ed25519, redis-benchmark, pgbench), [`downstream`] (the `authd-verify`
+//! verifier following this authd, on a runtime of its own, threads
+//! `bench-ds`), [`cpu`] (where the CPU time went), [`phases`] (the order of
+//! a run), [`report`] (the table and the targets).
 
 // A load tool measures wall-clock time by design.
 #![allow(clippy::disallowed_methods)]
@@ -44,6 +48,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod baselines;
 mod cli;
 mod cpu;
+mod downstream;
 mod load;
 mod phases;
 mod report;
@@ -58,6 +63,8 @@ use world::{progress, World};
 pub const SERVER_THREADS: &str = "authd-srv";
 /// The load client's runtime threads.
 pub const CLIENT_THREADS: &str = "bench-cli";
+/// The downstream verifier's runtime threads (a service of its own).
+pub const DOWNSTREAM_THREADS: &str = "bench-ds";
 
 fn main() -> ExitCode {
     match start() {
@@ -83,13 +90,31 @@ fn start() -> anyhow::Result<()> {
         .thread_name(CLIENT_THREADS)
         .enable_all()
         .build()?;
-    let outcome = client.block_on(run(args, plan, cores, server.handle().clone()));
+    let downstream = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .thread_name(DOWNSTREAM_THREADS)
+        .enable_all()
+        .build()?;
+    let handles = Runtimes {
+        server: server.handle().clone(),
+        downstream: downstream.handle().clone(),
+    };
+    let outcome = client.block_on(run(args, plan, cores, handles));
+    downstream.shutdown_timeout(Duration::from_secs(2));
     server.shutdown_timeout(Duration::from_secs(2));
     client.shutdown_timeout(Duration::from_secs(2));
     outcome
 }
 
-async fn run(args: Args, plan: Plan, cores: usize, server: Handle) -> anyhow::Result<()> {
+/// The runtimes besides the client's (which runs the bench itself).
+pub struct Runtimes {
+    /// authd's.
+    pub server: Handle,
+    /// The downstream verifier's.
+    pub downstream: Handle,
+}
+
+async fn run(args: Args, plan: Plan, cores: usize, runtimes: Runtimes) -> anyhow::Result<()> {
     world::STARTED.get_or_init(Instant::now);
     let world = World::create(&args).await?;
     let _ = cpu::BENCH_DB.set(world.db_name.clone());
@@ -99,7 +124,7 @@ async fn run(args: Args, plan: Plan, cores: usize, server: Handle) -> anyhow::Re
         world.redis_prefix,
         world.dir.display()
     ));
-    let outcome = phases::bench(&plan, cores, &server, &world).await;
+    let outcome = phases::bench(&plan, cores, &runtimes, &world).await;
     let failures = match &outcome {
         Ok(report) => report.failures(plan.smoke),
         Err(_) => 1,

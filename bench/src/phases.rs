@@ -1,5 +1,6 @@
 //! The order of a run: authd up, the machine idle, seeding, the burst,
-//! argon2, space, the load cells, signatures, the machine's limits.
+//! argon2, space, the load cells (with the downstream verifier's rows),
+//! signatures, the machine's limits.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -12,16 +13,18 @@ use tokio::runtime::Handle;
 use crate::baselines::{argon2_hash_times, baselines, crypto_rates};
 use crate::cli::{Op, Plan};
 use crate::cpu::{proc_status_kib, CpuTicks};
+use crate::downstream::{connect_verifier, fresh_vs_raw, propagation, public_key_of, verifier_cell};
 use crate::load::{http_cell, login_burst, mint_pool, verify_cell, Load, MAX_NEW_TOKENS, NEW_TOKENS_PER_SEC};
-use crate::report::{fmt_ns, fmt_rate, median, Report};
+use crate::report::{fmt_delay, fmt_ns, fmt_rate, median, Report};
 use crate::seed::{argon2_phc, fill_cache, login_email, refresh_storage, seed_sessions, seed_users, store_sessions};
 use crate::server::{start_app, Running};
 use crate::world::{progress, World};
+use crate::Runtimes;
 
-pub async fn bench(plan: &Plan, cores: usize, server: &Handle, world: &World) -> anyhow::Result<Report> {
-    let (running, basic) = start_app(server, world).await?;
+pub async fn bench(plan: &Plan, cores: usize, runtimes: &Runtimes, world: &World) -> anyhow::Result<Report> {
+    let (running, basic) = start_app(&runtimes.server, world).await?;
     progress(&format!("authd listening on {} (in-process)", running.addr));
-    let outcome = phases(plan, cores, server, world, &running, basic).await;
+    let outcome = phases(plan, cores, runtimes, world, &running, basic).await;
     running.stop().await;
     outcome
 }
@@ -29,11 +32,13 @@ pub async fn bench(plan: &Plan, cores: usize, server: &Handle, world: &World) ->
 async fn phases(
     plan: &Plan,
     cores: usize,
-    server: &Handle,
+    runtimes: &Runtimes,
     world: &World,
     running: &Running,
     basic: String,
 ) -> anyhow::Result<Report> {
+    let server: &Handle = &runtimes.server;
+    let ds: &Handle = &runtimes.downstream;
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(10))
@@ -137,6 +142,12 @@ async fn phases(
     } else {
         Vec::new()
     };
+    // One session per revocation of the propagation row, plus its warm-up.
+    let victims = if plan.ops.contains(&Op::Propagation) {
+        seed_sessions(server, sessions, "propagation", plan.revocations + 1, 1, &phc).await?
+    } else {
+        Vec::new()
+    };
     let access: Vec<String> = access_set
         .iter()
         .map(|s| {
@@ -170,11 +181,84 @@ async fn phases(
         bail!("warm-up failed: {}", warm.first_error.unwrap_or_default());
     }
 
+    // The downstream verifier, following this authd as a service would.
+    let downstream = [Op::Verifier, Op::VerifierCached, Op::Propagation];
+    let verifier = if plan.ops.iter().any(|op| downstream.contains(op)) {
+        let verifier = connect_verifier(ds, running).await?;
+        progress(&format!(
+            "verifier connected: {} key(s), {} revoked session(s) in its snapshot",
+            verifier.known_keys(),
+            verifier.revoked_sessions()
+        ));
+        Some(verifier)
+    } else {
+        None
+    };
+
     // The cells.
     let tokens = Arc::new(load.access.clone());
     for &op in &plan.ops {
+        if let (Some(verifier), Op::Verifier) = (&verifier, op) {
+            // Raw Ed25519 of the very tokens the verifier checks, interleaved on one thread.
+            let fresh = mint_pool(&running.sessions, &access_set, plan.fresh_vs_raw_tokens, cores).await?;
+            let key = public_key_of(running.addr, fresh.first().map(String::as_str).unwrap_or("")).await?;
+            let k = fresh_vs_raw(ds, verifier, key, fresh).await?;
+            progress(&format!(
+                "verifier, new tokens, 1 thread, per CPU second: {}/s; raw Ed25519 of the same {} tokens: aws-lc-rs {}/s ({:.1} %), \
+                 ring {}/s ({:.1} %); by the wall clock {:.1} % of aws-lc-rs",
+                fmt_rate(k.verifier.cpu),
+                k.tokens,
+                fmt_rate(k.aws.cpu),
+                k.verifier.cpu / k.aws.cpu * 100.0,
+                fmt_rate(k.ring.cpu),
+                k.verifier.cpu / k.ring.cpu * 100.0,
+                k.verifier.wall / k.aws.wall * 100.0
+            ));
+            report.verifier_raw = Some(k);
+        }
+        if let (Some(verifier), Op::Propagation) = (&verifier, op) {
+            let victims: Vec<String> = victims
+                .iter()
+                .map(|s| {
+                    sessions
+                        .seed_access_token(&s.record)
+                        .map_err(|e| anyhow!("signing an access token: {e}"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            progress(&format!(
+                "revoking {} sessions one by one while {} tasks keep the verifier busy…",
+                plan.revocations, plan.propagation_load_tasks
+            ));
+            let p = propagation(
+                ds,
+                verifier,
+                running.addr,
+                victims,
+                tokens.clone(),
+                plan.propagation_load_tasks,
+            )
+            .await?;
+            progress(&format!(
+                "revoke → verifier refusal: {} revocations, from the answer p50 {} p99 {} max {}; errors {}{}",
+                p.revocations,
+                fmt_delay(p.delays.value_at_quantile(0.5)),
+                fmt_delay(p.delays.value_at_quantile(0.99)),
+                fmt_delay(p.delays.max()),
+                p.errors,
+                p.first_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+            ));
+            report.propagation = Some(p);
+            continue;
+        }
         for &c in &plan.concurrency {
-            let cell = if op == Op::Verify {
+            let cell = if let (Some(verifier), Op::Verifier) = (&verifier, op) {
+                // Tokens the verifier has never seen, enough for the cell (as for `verify`).
+                let want = (plan.cell.as_secs_f64() * NEW_TOKENS_PER_SEC * c.min(cores) as f64) as usize;
+                let fresh = mint_pool(&running.sessions, &access_set, want.clamp(1000, MAX_NEW_TOKENS), cores).await?;
+                verifier_cell(ds, verifier, Arc::new(fresh), true, c, plan.cell).await?
+            } else if let (Some(verifier), Op::VerifierCached) = (&verifier, op) {
+                verifier_cell(ds, verifier, tokens.clone(), false, c, plan.cell).await?
+            } else if op == Op::Verify {
                 // Tokens never verified before, enough for the cell (it stops early, and says so, if they run out).
                 let want = (plan.cell.as_secs_f64() * NEW_TOKENS_PER_SEC * c.min(cores) as f64) as usize;
                 let fresh = mint_pool(&running.sessions, &access_set, want.clamp(1000, MAX_NEW_TOKENS), cores).await?;

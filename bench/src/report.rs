@@ -1,5 +1,6 @@
 //! The report: the table of cells with their baselines and ratios, the
-//! machine's limits, memory, and the targets of issue 6.
+//! machine's limits, memory, the downstream verifier, and the targets of
+//! issues 6 and 11.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use authd::config::ServeConfig;
 
 use crate::baselines::Crypto;
 use crate::cli::{Op, Plan};
+use crate::downstream::{FreshVsRaw, Propagation};
 use crate::load::{Burst, Cell};
 use crate::seed::{CacheSpace, RefreshStorage, Space};
 use crate::world::World;
@@ -32,6 +34,9 @@ pub struct Report {
     pub hwm_end_kib: Option<u64>,
     pub cells: Vec<Cell>,
     pub crypto: Option<Crypto>,
+    /// The downstream verifier on new tokens against raw Ed25519 of the same tokens.
+    pub verifier_raw: Option<FreshVsRaw>,
+    pub propagation: Option<Propagation>,
     pub redis_get: BTreeMap<usize, f64>,
     pub pg_update: BTreeMap<usize, f64>,
     pub notes: Vec<String>,
@@ -68,6 +73,15 @@ pub fn fmt_ns(ns: u64) -> String {
         format!("{:.2}ms", ns / 1e6)
     } else {
         format!("{:.2}s", ns / 1e9)
+    }
+}
+
+/// A delay recorded as 1 ns when nothing was left to wait for.
+pub fn fmt_delay(ns: u64) -> String {
+    if ns <= 1 {
+        "0".into()
+    } else {
+        fmt_ns(ns)
     }
 }
 
@@ -131,6 +145,8 @@ impl Report {
             hwm_end_kib: None,
             cells: Vec::new(),
             crypto: None,
+            verifier_raw: None,
+            propagation: None,
             redis_get: BTreeMap::new(),
             pg_update: BTreeMap::new(),
             notes: Vec::new(),
@@ -143,7 +159,8 @@ impl Report {
         let cells: u64 = self.cells.iter().map(|c| c.errors).sum();
         let burst = self.burst.as_ref().map(|b| b.other).unwrap_or(0);
         let cache = self.cache.as_ref().map(|c| c.errors).unwrap_or(0);
-        cells + burst + cache
+        let propagation = self.propagation.as_ref().map(|p| p.errors + p.load_errors).unwrap_or(0);
+        cells + burst + cache + propagation
     }
 
     /// What fails a run: the unexpected errors; in a smoke run also any 503
@@ -154,6 +171,7 @@ impl Report {
         if smoke {
             failures += self.burst.as_ref().map(|b| b.shed).unwrap_or(0);
             failures += self.cells.iter().filter(|c| c.ok == 0).count() as u64;
+            failures += self.propagation.as_ref().map_or(0, |p| u64::from(p.revocations == 0));
             failures += self.notes.len() as u64;
         }
         failures
@@ -177,7 +195,11 @@ impl Report {
                 .then(|| (format!("{} cores ÷ argon2id", self.cores), self.login_limit())),
             Op::Refresh | Op::Revoke => at(&self.pg_update, "pgbench UPDATE"),
             Op::Introspect | Op::Me => at(&self.redis_get, "redis GET"),
-            Op::Sessions | Op::VerifyCached => None,
+            Op::Sessions | Op::VerifyCached | Op::VerifierCached | Op::Propagation => None,
+            Op::Verifier => self.verifier_raw.as_ref().map(|k| {
+                let n = c.min(self.cores);
+                (format!("aws-lc verify ×{n}"), k.aws.cpu * n as f64)
+            }),
             Op::Verify => self.crypto.as_ref().map(|k| {
                 let n = c.min(self.cores);
                 (format!("ring verify ×{n}"), k.ring_verify * n as f64)
@@ -228,8 +250,13 @@ impl Report {
                 ),
                 None => ("—".to_string(), "—".to_string()),
             };
+            // The verifier rows: the verifier's threads, not authd's.
+            let secs = match cell.op {
+                Op::Verifier | Op::VerifierCached => cell.cpu.downstream_secs,
+                _ => cell.cpu.authd_secs,
+            };
             let per_op = if cell.ok > 0 {
-                fmt_ns((cell.cpu.authd_secs * 1e9 / cell.ok as f64) as u64) + "/op"
+                fmt_ns((secs * 1e9 / cell.ok as f64) as u64) + "/op"
             } else {
                 "—".into()
             };
@@ -279,8 +306,8 @@ impl Report {
                 ));
             }
         }
-        line("  * no baseline at this concurrency; compared with c=32. authd CPU = CPU time of authd's threads (all but the client's) per successful operation.".into());
-        line("  Latencies are per request as the client saw it (c requests in flight); the verify row times the in-process call alone.".into());
+        line("  * no baseline at this concurrency; compared with c=32. authd CPU = CPU time of authd's threads (all but the client's and the verifier's) per successful operation; in the verifier rows, of the verifier's threads.".into());
+        line("  Latencies are per request as the client saw it (c requests in flight); the verify and verifier rows time the in-process call alone; the client share of the CPU includes the verifier's threads.".into());
         if noisy > 0 {
             let (comm, pct) = busiest.unwrap_or_default();
             line(format!(
@@ -343,6 +370,67 @@ impl Report {
                 fmt_rate(k.aws_verify),
                 k.jwt_verify / k.aws_verify
             ));
+        }
+
+        if self.verifier_raw.is_some() || self.propagation.is_some() || self.has_verifier_cells() {
+            line(String::new());
+            line("downstream verifier (authd-verify, following this authd: discovery, JWKS, revocation snapshot + stream)".into());
+        }
+        if let Some(k) = &self.verifier_raw {
+            line(format!(
+                "  new tokens, one thread, interleaved in {}-token slices with raw Ed25519 of the same {} tokens, per second of \
+                 the thread's CPU time: verifier {}/s, raw aws-lc-rs (its backend, key parsed once) {}/s → {:.1} %; raw ring \
+                 {}/s → {:.1} %; by the wall clock {}/s vs {}/s → {:.1} %",
+                crate::downstream::SLICE,
+                k.tokens,
+                fmt_rate(k.verifier.cpu),
+                fmt_rate(k.aws.cpu),
+                k.verifier.cpu / k.aws.cpu * 100.0,
+                fmt_rate(k.ring.cpu),
+                k.verifier.cpu / k.ring.cpu * 100.0,
+                fmt_rate(k.verifier.wall),
+                fmt_rate(k.aws.wall),
+                k.verifier.wall / k.aws.wall * 100.0
+            ));
+        }
+        for cell in self.cells.iter().filter(|c| c.op == Op::VerifierCached) {
+            let n = cell.c.min(self.cores);
+            line(format!(
+                "  seen tokens, c={:<3} {:>11}/s = {:>11}/s per core ({n} of {} cores busy)",
+                cell.c,
+                fmt_rate(cell.rate()),
+                fmt_rate(cell.rate() / n as f64),
+                self.cores
+            ));
+        }
+        if let Some(p) = &self.propagation {
+            line(format!(
+                "  revoke → refusal: {} sessions logged out one by one (POST /v1/logout, answer p50 {}), each polled with verify \
+                 from before its revoke: from the revoke's answer to the first refusal p50 {} p90 {} p99 {} max {} \
+                 ({} refused no later than the answer; from sending the revoke p50 {} p99 {}); meanwhile {} tasks verified {}/s; {} errors, {} load errors, CPU {:.0}/{:.0}/{:.0}/{:.0}/{:.0}/{:.0}",
+                p.revocations,
+                fmt_ns(p.logout.value_at_quantile(0.5)),
+                fmt_delay(p.delays.value_at_quantile(0.5)),
+                fmt_delay(p.delays.value_at_quantile(0.9)),
+                fmt_delay(p.delays.value_at_quantile(0.99)),
+                fmt_delay(p.delays.max()),
+                p.before_answer,
+                fmt_ns(p.from_request.value_at_quantile(0.5)),
+                fmt_ns(p.from_request.value_at_quantile(0.99)),
+                p.load_tasks,
+                fmt_rate(p.load_rate),
+                p.errors,
+                p.load_errors,
+                p.cpu.authd,
+                p.cpu.postgres,
+                p.cpu.redis,
+                p.cpu.client,
+                p.cpu.other,
+                p.cpu.idle
+            ));
+            if let Some(e) = &p.first_error {
+                notes.push(format!("revoke → verifier: first error: {e}"));
+            }
         }
 
         line(String::new());
@@ -411,7 +499,7 @@ impl Report {
         ));
 
         line(String::new());
-        line("targets (issue 6)".into());
+        line("targets (issues 6 and 11)".into());
         for (what, measured, met) in self.targets() {
             let verdict = match met {
                 Some(true) => "MET   ",
@@ -525,6 +613,7 @@ impl Report {
                 None,
             )),
         }
+        t.extend(self.downstream_targets());
         let cells: u64 = self.cells.iter().map(|c| c.errors).sum();
         let (shed, other) = self.burst.as_ref().map(|b| (b.shed, b.other)).unwrap_or((0, 0));
         t.push((
@@ -532,6 +621,71 @@ impl Report {
             format!("{cells} in the load cells; {shed} shed (503) + {other} other in the {burst_n}-login burst"),
             Some(cells + shed + other == 0),
         ));
+        t
+    }
+
+    fn has_verifier_cells(&self) -> bool {
+        self.cells
+            .iter()
+            .any(|c| matches!(c.op, Op::Verifier | Op::VerifierCached))
+    }
+
+    /// Issue 11: the downstream verifier's rates and revocation propagation.
+    fn downstream_targets(&self) -> Vec<(String, String, Option<bool>)> {
+        let mut t = Vec::new();
+        let fresh = "verifier, new tokens ≥ 90 % of raw Ed25519 verify (same tokens, 1 thread)".to_string();
+        match &self.verifier_raw {
+            Some(k) => t.push((
+                fresh,
+                format!(
+                    "{} / {} (aws-lc-rs, per CPU s) = {:.1} %; vs ring {:.1} %",
+                    fmt_rate(k.verifier.cpu),
+                    fmt_rate(k.aws.cpu),
+                    k.verifier.cpu / k.aws.cpu * 100.0,
+                    k.verifier.cpu / k.ring.cpu * 100.0
+                ),
+                Some(k.verifier.cpu >= 0.9 * k.aws.cpu),
+            )),
+            None => t.push((fresh, "not measured".into(), None)),
+        }
+        let seen = "verifier, seen token ≥ 1M/s per core".to_string();
+        // One task keeps exactly one core busy: the lowest concurrency measured.
+        match self
+            .cells
+            .iter()
+            .filter(|c| c.op == Op::VerifierCached)
+            .min_by_key(|c| c.c)
+        {
+            Some(cell) => {
+                let per_core = cell.rate() / cell.c.min(self.cores) as f64;
+                t.push((
+                    seen,
+                    format!("{}/s per core (c={})", fmt_rate(per_core), cell.c),
+                    Some(per_core >= 1e6 && cell.errors == 0),
+                ))
+            }
+            None => t.push((seen, "not measured".into(), None)),
+        }
+        let prop = "revoke → verifier refusal p99 < 100 ms (loopback, verifier under load)".to_string();
+        match &self.propagation {
+            Some(p) if p.revocations > 0 => {
+                let p99 = p.delays.value_at_quantile(0.99);
+                t.push((
+                    prop,
+                    format!(
+                        "p99 {} (p50 {}, max {}) over {} revocations, {} errors",
+                        fmt_delay(p99),
+                        fmt_delay(p.delays.value_at_quantile(0.5)),
+                        fmt_delay(p.delays.max()),
+                        p.revocations,
+                        p.errors
+                    ),
+                    Some(p99 < 100_000_000 && p.errors == 0),
+                ))
+            }
+            Some(p) => t.push((prop, format!("no revocation timed; {} errors", p.errors), Some(false))),
+            None => t.push((prop, "not measured".into(), None)),
+        }
         t
     }
 }

@@ -24,9 +24,15 @@ pub struct Running {
     pub addr: SocketAddr,
     pub sessions: Arc<SessionService>,
     pub config: ServeConfig,
+    /// The service client (roles: introspection and the revocation feed).
+    pub client_id: &'static str,
+    pub client_secret: String,
     stop: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
+/// The bench's service client.
+const CLIENT_ID: &str = "bench-svc";
+
 #[derive(Parser)]
 struct ServeArgs {
     #[command(flatten)]
@@ -49,7 +55,8 @@ pub async fn start_app(server: &Handle, world: &World) -> anyhow::Result<(Runnin
         format!("--data-dir={}", world.dir.join("data").display()),
         "--listen=127.0.0.1:0".to_string(),
         "--issuer=http://authd.bench".to_string(),
-        format!("--clients=bench-svc:{secret}"),
+        // Introspection for the load, the revocation feed for the verifier rows.
+        format!("--clients={CLIENT_ID}:{secret}:introspect+feed"),
         // One cleanup pass would otherwise run at start, in the middle of the load.
         "--cleanup-interval=0".to_string(),
         "--migrate-on-start=true".to_string(),
@@ -96,12 +103,14 @@ pub async fn start_app(server: &Handle, world: &World) -> anyhow::Result<(Runnin
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let basic = format!("Basic {}", STANDARD.encode(format!("bench-svc:{secret}")));
+    let basic = format!("Basic {}", STANDARD.encode(format!("{CLIENT_ID}:{secret}")));
     Ok((
         Running {
             addr,
             sessions,
             config,
+            client_id: CLIENT_ID,
+            client_secret: secret,
             stop,
             served,
         },
