@@ -325,7 +325,7 @@ impl KeysConfig {
     /// The publish delay in force with this clock skew.
     pub fn publish_delay(&self, clock_skew: Duration) -> Duration {
         self.publish_delay
-            .unwrap_or_else(|| crate::auth::keys::KeyTiming::default_publish_delay(clock_skew))
+            .unwrap_or_else(|| crate::domain::default_key_publish_delay(clock_skew))
     }
 }
 

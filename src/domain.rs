@@ -1,6 +1,7 @@
 //! Newtypes that are valid once constructed ("parse, don't validate").
 
 use std::fmt;
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -11,6 +12,15 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::error::Error;
+
+/// `Cache-Control: max-age` of the JWKS: how long a verifier may keep a copy.
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// The default key publish delay: a verifier's cached JWKS is at most
+/// `max-age` old, plus the skew between its clock and ours.
+pub fn default_key_publish_delay(clock_skew: Duration) -> Duration {
+    JWKS_MAX_AGE + clock_skew
+}
 
 macro_rules! uuid_id {
     ($name:ident) => {

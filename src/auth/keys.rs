@@ -31,8 +31,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-/// `Cache-Control: max-age` of the JWKS: how long a verifier may keep a copy.
-pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+pub use crate::domain::JWKS_MAX_AGE;
 
 pub use crate::domain::KeyAlg;
 
@@ -129,14 +128,6 @@ pub struct KeyTiming {
     pub publish_delay: Duration,
     /// Access TTL + clock skew.
     pub overlap: Duration,
-}
-
-impl KeyTiming {
-    /// The default publish delay: a verifier's cached JWKS is at most
-    /// `max-age` old, plus the skew between its clock and ours.
-    pub fn default_publish_delay(clock_skew: Duration) -> Duration {
-        JWKS_MAX_AGE + clock_skew
-    }
 }
 
 /// A bare duration is the overlap, with no publish delay (tools and tests
