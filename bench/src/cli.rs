@@ -150,9 +150,9 @@ impl Plan {
             concurrency,
             argon2_reps: if args.quick { 5 } else { 10 },
             pgbench_secs: if args.quick {
-                BTreeMap::from([(1, 2), (32, 3)])
+                BTreeMap::from([(1, 2), (8, 2), (32, 3)])
             } else {
-                BTreeMap::from([(1, 5), (32, 10)])
+                BTreeMap::from([(1, 5), (8, 5), (32, 10)])
             },
             redis_requests: if args.quick { 20_000 } else { 100_000 },
             crypto: Duration::from_secs_f64(if args.quick { 0.3 } else { 1.5 }),

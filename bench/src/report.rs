@@ -499,7 +499,7 @@ impl Report {
         ));
 
         line(String::new());
-        line("targets (issues 6 and 11)".into());
+        line("targets (issues 6, 11 and 14)".into());
         for (what, measured, met) in self.targets() {
             let verdict = match met {
                 Some(true) => "MET   ",
@@ -582,6 +582,52 @@ impl Report {
                 ));
             }
             None => t.push(("refresh p99 < 10 ms at c=32".into(), "not measured".into(), None)),
+        }
+        // Issue 14: refresh against pgbench at 8 clients, and its tail.
+        let reference = crate::baselines::PGBENCH_REFERENCE_CLIENTS;
+        let what = format!("refresh (c=32) ≥ 50 % of pgbench single-row UPDATE at c={reference}");
+        match (refresh, self.pg_update.get(&reference)) {
+            (Some(cell), Some(base)) => t.push((
+                what,
+                format!(
+                    "{} / {} = {:.0} %",
+                    fmt_rate(cell.rate()),
+                    fmt_rate(*base),
+                    cell.rate() / base * 100.0
+                ),
+                Some(cell.rate() >= 0.5 * base),
+            )),
+            _ => t.push((what, "not measured".into(), None)),
+        }
+        match refresh {
+            Some(cell) => {
+                let p99 = cell.hist.value_at_quantile(0.99);
+                t.push((
+                    "refresh p99 ≤ 25 ms at c=32".into(),
+                    fmt_ns(p99),
+                    Some(p99 <= 25_000_000 && cell.ok > 0),
+                ));
+            }
+            None => t.push(("refresh p99 ≤ 25 ms at c=32".into(), "not measured".into(), None)),
+        }
+        for c in [32, 256] {
+            let what = format!("refresh p99 within 2× of p90 at c={c}");
+            match self.cell(Op::Refresh, c) {
+                Some(cell) if cell.ok > 0 => {
+                    let (p90, p99) = (cell.hist.value_at_quantile(0.9), cell.hist.value_at_quantile(0.99));
+                    t.push((
+                        what,
+                        format!(
+                            "p90 {} p99 {} ({:.2}×)",
+                            fmt_ns(p90),
+                            fmt_ns(p99),
+                            p99 as f64 / p90.max(1) as f64
+                        ),
+                        Some(p99 <= 2 * p90),
+                    ));
+                }
+                _ => t.push((what, "not measured".into(), None)),
+            }
         }
         match self.cell(Op::Login, 32) {
             Some(cell) if self.login_limit().is_finite() => t.push((

@@ -65,6 +65,11 @@ pub async fn start_app(server: &Handle, world: &World) -> anyhow::Result<(Runnin
         "--token-rate=0".to_string(),
         "--token-rate-per-ip=0".to_string(),
         "--register-rate-per-ip=0".to_string(),
+        // Lockouts count attempts before the hash is checked, so the burst's
+        // 500 simultaneous (correct) logins from one address would meet them.
+        "--failures-per-ip=1000000".to_string(),
+        "--failures-per-account-ip=1000000".to_string(),
+        "--failures-per-account=1000000".to_string(),
     ];
     let config = ServeArgs::try_parse_from(argv)
         .map_err(|e| anyhow!("building the authd configuration: {e}"))?
