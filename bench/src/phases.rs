@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+use authd::session::testing::SeededSession;
+use authd::session::SessionService;
 use sqlx::postgres::PgPoolOptions;
 use tokio::runtime::Handle;
 
@@ -148,14 +150,7 @@ async fn phases(
     } else {
         Vec::new()
     };
-    let access: Vec<String> = access_set
-        .iter()
-        .map(|s| {
-            sessions
-                .seed_access_token(&s.record)
-                .map_err(|e| anyhow!("signing an access token: {e}"))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let access = access_tokens(sessions, &access_set)?;
     let load = Arc::new(Load {
         access,
         chains: chains.into_iter().map(|s| Mutex::new(s.refresh_token)).collect(),
@@ -217,14 +212,7 @@ async fn phases(
             report.verifier_raw = Some(k);
         }
         if let (Some(verifier), Op::Propagation) = (&verifier, op) {
-            let victims: Vec<String> = victims
-                .iter()
-                .map(|s| {
-                    sessions
-                        .seed_access_token(&s.record)
-                        .map_err(|e| anyhow!("signing an access token: {e}"))
-                })
-                .collect::<anyhow::Result<_>>()?;
+            let victims = access_tokens(sessions, &victims)?;
             progress(&format!(
                 "revoking {} sessions one by one while {} tasks keep the verifier busy…",
                 plan.revocations, plan.propagation_load_tasks
@@ -303,4 +291,16 @@ async fn phases(
     }
     pool.close().await;
     Ok(report)
+}
+
+/// A new access token for each seeded session, as a login would sign it.
+fn access_tokens(sessions: &SessionService, seeded: &[SeededSession]) -> anyhow::Result<Vec<String>> {
+    seeded
+        .iter()
+        .map(|s| {
+            sessions
+                .seed_access_token(&s.record)
+                .map_err(|e| anyhow!("signing an access token: {e}"))
+        })
+        .collect()
 }

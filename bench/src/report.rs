@@ -519,97 +519,39 @@ impl Report {
         o
     }
 
-    fn targets(&self) -> Vec<(String, String, Option<bool>)> {
+    fn targets(&self) -> Vec<Target> {
         let mut t = Vec::new();
         let burst_n = self.burst.as_ref().map(|b| b.n).unwrap_or(0);
         for (op, name) in [(Op::Introspect, "introspection"), (Op::Me, "bearer check")] {
             let cell = self.cell(op, 32);
-            let base = self.redis_get.get(&32);
-            match (cell, base) {
-                (Some(cell), Some(base)) => t.push((
-                    format!("{name} ≥ 50 % of redis-benchmark GET at c=32"),
-                    format!(
-                        "{} / {} = {:.0} %",
-                        fmt_rate(cell.rate()),
-                        fmt_rate(*base),
-                        cell.rate() / base * 100.0
-                    ),
-                    Some(cell.rate() >= 0.5 * base),
-                )),
-                _ => t.push((
-                    format!("{name} ≥ 50 % of redis-benchmark GET at c=32"),
-                    "not measured".into(),
-                    None,
-                )),
-            }
-            match cell {
-                Some(cell) => {
-                    let p99 = cell.hist.value_at_quantile(0.99);
-                    t.push((
-                        format!("{name} p99 < 2 ms at c=32"),
-                        fmt_ns(p99),
-                        Some(p99 < 2_000_000 && cell.ok > 0),
-                    ));
-                }
-                None => t.push((format!("{name} p99 < 2 ms at c=32"), "not measured".into(), None)),
-            }
+            t.push(half_of(
+                format!("{name} ≥ 50 % of redis-benchmark GET at c=32"),
+                cell,
+                self.redis_get.get(&32),
+            ));
+            t.push(p99_target(format!("{name} p99 < 2 ms at c=32"), cell, |p99| {
+                p99 < 2_000_000
+            }));
         }
         let refresh = self.cell(Op::Refresh, 32);
-        match (refresh, self.pg_update.get(&32)) {
-            (Some(cell), Some(base)) => t.push((
-                "refresh ≥ 50 % of pgbench single-row UPDATE at c=32".into(),
-                format!(
-                    "{} / {} = {:.0} %",
-                    fmt_rate(cell.rate()),
-                    fmt_rate(*base),
-                    cell.rate() / base * 100.0
-                ),
-                Some(cell.rate() >= 0.5 * base),
-            )),
-            _ => t.push((
-                "refresh ≥ 50 % of pgbench single-row UPDATE at c=32".into(),
-                "not measured".into(),
-                None,
-            )),
-        }
-        match refresh {
-            Some(cell) => {
-                let p99 = cell.hist.value_at_quantile(0.99);
-                t.push((
-                    "refresh p99 < 10 ms at c=32".into(),
-                    fmt_ns(p99),
-                    Some(p99 < 10_000_000 && cell.ok > 0),
-                ));
-            }
-            None => t.push(("refresh p99 < 10 ms at c=32".into(), "not measured".into(), None)),
-        }
+        t.push(half_of(
+            "refresh ≥ 50 % of pgbench single-row UPDATE at c=32".into(),
+            refresh,
+            self.pg_update.get(&32),
+        ));
+        t.push(p99_target("refresh p99 < 10 ms at c=32".into(), refresh, |p99| {
+            p99 < 10_000_000
+        }));
         // Issue 14: refresh against pgbench at 8 clients, and its tail.
         let reference = crate::baselines::PGBENCH_REFERENCE_CLIENTS;
-        let what = format!("refresh (c=32) ≥ 50 % of pgbench single-row UPDATE at c={reference}");
-        match (refresh, self.pg_update.get(&reference)) {
-            (Some(cell), Some(base)) => t.push((
-                what,
-                format!(
-                    "{} / {} = {:.0} %",
-                    fmt_rate(cell.rate()),
-                    fmt_rate(*base),
-                    cell.rate() / base * 100.0
-                ),
-                Some(cell.rate() >= 0.5 * base),
-            )),
-            _ => t.push((what, "not measured".into(), None)),
-        }
-        match refresh {
-            Some(cell) => {
-                let p99 = cell.hist.value_at_quantile(0.99);
-                t.push((
-                    "refresh p99 ≤ 25 ms at c=32".into(),
-                    fmt_ns(p99),
-                    Some(p99 <= 25_000_000 && cell.ok > 0),
-                ));
-            }
-            None => t.push(("refresh p99 ≤ 25 ms at c=32".into(), "not measured".into(), None)),
-        }
+        t.push(half_of(
+            format!("refresh (c=32) ≥ 50 % of pgbench single-row UPDATE at c={reference}"),
+            refresh,
+            self.pg_update.get(&reference),
+        ));
+        t.push(p99_target("refresh p99 ≤ 25 ms at c=32".into(), refresh, |p99| {
+            p99 <= 25_000_000
+        }));
         for c in [32, 256] {
             let what = format!("refresh p99 within 2× of p90 at c={c}");
             match self.cell(Op::Refresh, c) {
@@ -733,5 +675,36 @@ impl Report {
             None => t.push((prop, "not measured".into(), None)),
         }
         t
+    }
+}
+
+/// One line of the targets: what, what was measured, met (`None`: not measured).
+type Target = (String, String, Option<bool>);
+
+/// `what`: the cell's rate is at least half of the baseline's.
+fn half_of(what: String, cell: Option<&Cell>, base: Option<&f64>) -> Target {
+    match (cell, base) {
+        (Some(cell), Some(base)) => (
+            what,
+            format!(
+                "{} / {} = {:.0} %",
+                fmt_rate(cell.rate()),
+                fmt_rate(*base),
+                cell.rate() / base * 100.0
+            ),
+            Some(cell.rate() >= 0.5 * base),
+        ),
+        _ => (what, "not measured".into(), None),
+    }
+}
+
+/// `what`: the cell answered, and `met` holds of its p99 (nanoseconds).
+fn p99_target(what: String, cell: Option<&Cell>, met: impl Fn(u64) -> bool) -> Target {
+    match cell {
+        Some(cell) => {
+            let p99 = cell.hist.value_at_quantile(0.99);
+            (what, fmt_ns(p99), Some(met(p99) && cell.ok > 0))
+        }
+        None => (what, "not measured".into(), None),
     }
 }
