@@ -302,8 +302,7 @@ impl SessionService {
         expires_at: OffsetDateTime,
         now: OffsetDateTime,
     ) {
-        let ttl = (expires_at - now).unsigned_abs().min(LIVE_CACHE_TTL);
-        cache_write_done(self.cache.put_live(id, entry, ttl).await);
+        cache_write_done(self.cache.put_live(id, entry, live_ttl(expires_at, now)).await);
     }
 
     /// A revocation marker must outlive any cached "live" entry of the session.
@@ -364,6 +363,11 @@ impl SessionService {
     pub fn revocations(&self) -> &events::Revocations {
         &self.revocations
     }
+}
+
+/// How long a session live until `expires_at` may stay cached as live.
+fn live_ttl(expires_at: OffsetDateTime, now: OffsetDateTime) -> Duration {
+    (expires_at - now).unsigned_abs().min(LIVE_CACHE_TTL)
 }
 
 /// A cache write that failed costs only speed: the database decides.

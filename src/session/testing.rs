@@ -7,7 +7,7 @@
 //! argon2 hash per row (every seeded user gets the caller's PHC string).
 
 use super::login::LoginRequest;
-use super::{SessionService, LIVE_CACHE_TTL};
+use super::SessionService;
 use crate::auth::jwt::TokenIssuer;
 use crate::domain::{ClientId, Email, RefreshToken, SessionId, UserId};
 use crate::error::{Error, Result};
@@ -69,7 +69,6 @@ impl SessionService {
 
     /// Puts a stored live session in the cache, as a bearer check does on a miss.
     pub async fn seed_cache_live(&self, id: SessionId, user: UserId, expires_at: OffsetDateTime) -> Result<()> {
-        let ttl = (expires_at - self.clock.now()).unsigned_abs().min(LIVE_CACHE_TTL);
         // Without the session's facts (the bulk seeding keeps only ids):
         // a refresh of it takes the locked path once, as after a cache expiry.
         let entry = LiveEntry {
@@ -77,6 +76,7 @@ impl SessionService {
             expires_at: expires_at.unix_timestamp(),
             facts: None,
         };
+        let ttl = super::live_ttl(expires_at, self.clock.now());
         self.cache.put_live(id, &entry, ttl).await?;
         Ok(())
     }
